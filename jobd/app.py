@@ -1,0 +1,166 @@
+"""HTTP routes: read the request, call the service, shape the answer. Errors become JSON here."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+from bottle import Bottle, HTTPError, HTTPResponse, request, response
+
+from jobd.archive import base64_chunks_of, base64_length
+from jobd.config import Config
+from jobd.errors import BadRequest, JobdError, TooLarge, Unauthorized
+from jobd.models import Job
+from jobd.service import JobService
+
+log = logging.getLogger("jobd")
+
+MAX_WAIT = 60.0
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    500: "internal_error",
+}
+
+
+def json_response(body: dict[str, object], status: int = 200, **headers: str) -> HTTPResponse:
+    return HTTPResponse(json.dumps(body), status, {"Content-Type": "application/json", **headers})
+
+
+def error_response(status: int, code: str, message: str, **headers: str) -> HTTPResponse:
+    """The one JSON error shape: {"error", "message", "status"}."""
+    return json_response({"error": code, "message": message, "status": status}, status, **headers)
+
+
+def _errors_as_json(callback: Callable[..., object]) -> Callable[..., object]:
+    @functools.wraps(callback)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            return callback(*args, **kwargs)
+        except JobdError as exc:
+            extra = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else {}
+            return error_response(exc.status, exc.code, exc.message, **extra)
+        except HTTPResponse:
+            raise
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return error_response(
+                500, "internal_error", "jobd hit an unexpected error; see its log"
+            )
+
+    return wrapper
+
+
+def _require_token(token: str | None) -> Callable[[Callable[..., object]], Callable[..., object]]:
+    expected = f"Bearer {token}".encode()
+
+    def plugin(callback: Callable[..., object]) -> Callable[..., object]:
+        if token is None:
+            return callback
+
+        @functools.wraps(callback)
+        def wrapper(*args: object, **kwargs: object) -> object:
+            given = request.get_header("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                raise Unauthorized(
+                    "this jobd needs a token: send the header 'Authorization: Bearer <token>'"
+                    if not given
+                    else "the bearer token is wrong"
+                )
+            return callback(*args, **kwargs)
+
+        return wrapper
+
+    return plugin
+
+
+def parse_wait(value: str | None) -> float:
+    """`?wait=` in seconds: fractions allowed, clamped to 60."""
+    if value is None or value == "":
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if math.isnan(seconds) or seconds < 0:
+        raise BadRequest(f"'wait' must be a number of seconds from 0 to 60, not {value!r}")
+    return min(seconds, MAX_WAIT)
+
+
+def _with_output(job: Job, result: BinaryIO, size: int) -> HTTPResponse:
+    """The job object with Output streamed as base64 from the result zip, never held whole."""
+    body = job.wire()
+    del body["Output"]
+    head = (json.dumps(body)[:-1] + ', "Output": "').encode()
+    tail = b'"}'
+
+    def stream() -> Iterator[bytes]:
+        with result:
+            yield head
+            yield from base64_chunks_of(result)
+            yield tail
+
+    length = len(head) + base64_length(size) + len(tail)
+    return HTTPResponse(
+        stream(), 200, {"Content-Type": "application/json", "Content-Length": str(length)}
+    )
+
+
+def create_app(config: Config, service: JobService) -> Bottle:
+    app = Bottle(autojson=False)
+    auth = _require_token(config.token)
+    app.install(_errors_as_json)
+    app.install(auth)
+
+    for status, code in _HTTP_CODES.items():
+        app.error(status)(functools.partial(_bottle_error, code))
+
+    @app.get("/health", skip=[auth])
+    def health() -> HTTPResponse:
+        return json_response(service.health())
+
+    @app.post("/api/upload")
+    def upload() -> HTTPResponse:
+        declared = request.content_length
+        if declared > config.max_upload:
+            raise TooLarge(
+                f"the body is {declared} bytes; this jobd accepts at most {config.max_upload}"
+                " (see --max-upload)"
+            )
+        job = service.submit(request.environ["wsgi.input"], config.max_upload)
+        request.environ["jobd.job_id"] = job.id
+        return json_response(job.wire(), 201)
+
+    @app.get("/api/get/<job_id>")
+    def get(job_id: str) -> HTTPResponse:
+        request.environ["jobd.job_id"] = job_id
+        job = service.wait(job_id, parse_wait(request.query.get("wait")))
+        if not job.status.terminal:
+            return json_response(job.wire(), config.pending_status)
+        result = open(service.result_path(job), "rb")  # noqa: SIM115 - closed by the stream
+        return _with_output(job, result, os.fstat(result.fileno()).st_size)
+
+    @app.post("/api/cancel/<job_id>")
+    def cancel(job_id: str) -> HTTPResponse:
+        request.environ["jobd.job_id"] = job_id
+        return json_response(service.cancel(job_id).wire())
+
+    return app
+
+
+def _bottle_error(code: str, error: HTTPError) -> str:
+    """Bottle's own errors (no such route, wrong method) in the same JSON shape."""
+
+    response.content_type = "application/json"
+    message = {
+        "not_found": f"there is no route {request.method} {request.path}",
+        "method_not_allowed": f"{request.path} does not accept {request.method}",
+    }.get(code, str(error.body))
+    return json.dumps({"error": code, "message": message, "status": error.status_code})

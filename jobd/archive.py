@@ -1,0 +1,252 @@
+"""Zips in and out: streaming base64, safe extraction, and the result zip of a job directory."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import stat
+import threading
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from jobd.errors import BadRequest, TooLarge
+
+CHUNK = 1 << 20
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_WHITESPACE = b" \t\r\n"
+#: Files whose first 64 KiB deflate to more than this share of their size are stored as is.
+_STORE_ABOVE_RATIO = 0.9
+#: Read size for base64 output: a multiple of 3, so the pieces concatenate without padding.
+_ENCODE_BLOCK = 3 * (1 << 18)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_unpacked: int
+    max_files: int
+
+
+class Base64Writer:
+    """Decodes base64 written in arbitrary pieces to a binary file, checking every character.
+
+    Accepts input with or without `=` padding; whitespace is ignored.
+    """
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._pending = b""
+        self._padding = 0
+        self.decoded = 0
+
+    def write(self, data: bytes) -> None:
+        data = data.translate(None, _WHITESPACE)
+        if not data:
+            return
+        if self._padding or b"=" in data:
+            self._write_padding(data)
+            return
+        if data.translate(None, _B64_ALPHABET):
+            raise self._invalid(data)
+        data = self._pending + data
+        cut = len(data) - len(data) % 4
+        self._pending = data[cut:]
+        self._emit(data[:cut])
+
+    def close(self) -> None:
+        """Decode what is left, padding it if the sender left `=` out."""
+        data = self._pending
+        if len(data) % 4 == 1:
+            raise BadRequest("'input' is not valid base64: its length is impossible (truncated?)")
+        self._emit(data + b"=" * (-len(data) % 4))
+        self._pending = b""
+
+    def _write_padding(self, data: bytes) -> None:
+        head, _, tail = data.partition(b"=")
+        if self._padding and head:
+            raise BadRequest("'input' is not valid base64: data continues after '=' padding")
+        if head:
+            self.write(head)
+        self._padding += 1 + len(tail)
+        if tail.strip(b"=") or self._padding > 2:
+            raise BadRequest("'input' is not valid base64: misplaced '=' padding")
+        if (len(self._pending) + self._padding) % 4 != 0 and self._padding == 2:
+            raise BadRequest("'input' is not valid base64: misplaced '=' padding")
+
+    def _emit(self, data: bytes) -> None:
+        if not data:
+            return
+        try:
+            decoded = binascii.a2b_base64(data)
+        except binascii.Error as exc:
+            raise BadRequest(f"'input' is not valid base64: {exc}") from None
+        self.decoded += len(decoded)
+        self._out.write(decoded)
+
+    @staticmethod
+    def _invalid(data: bytes) -> BadRequest:
+        bad = data.translate(None, _B64_ALPHABET)[:1]
+        return BadRequest(
+            f"'input' is not valid base64: it contains the character {bad.decode('latin-1')!r}"
+        )
+
+
+def base64_length(size: int) -> int:
+    return 4 * ((size + 2) // 3)
+
+
+def base64_chunks_of(source: BinaryIO) -> Iterator[bytes]:
+    """Base64 of a file in pieces that concatenate to the whole (each a multiple of 3 bytes in)."""
+    while block := source.read(_ENCODE_BLOCK):
+        yield base64.b64encode(block)
+
+
+def _unsafe_reason(name: str) -> str | None:
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "is an absolute path"
+    if ".." in parts:
+        return "climbs out of the job directory with '..'"
+    if "\x00" in name:
+        return "contains a NUL byte"
+    return None
+
+
+def _entry_kind(info: zipfile.ZipInfo) -> str | None:
+    """Names a link or special file; None for regular files and directories."""
+    mode = info.external_attr >> 16
+    if info.create_system != 3 or not mode:  # only Unix zips carry a file type
+        return None
+    kinds = {
+        stat.S_IFLNK: "a symbolic link",
+        stat.S_IFCHR: "a character device",
+        stat.S_IFBLK: "a block device",
+        stat.S_IFIFO: "a named pipe",
+        stat.S_IFSOCK: "a socket",
+    }
+    return kinds.get(stat.S_IFMT(mode))
+
+
+def _normal_name(info: zipfile.ZipInfo) -> str:
+    name = info.filename.replace("\\", "/")
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+def check_zip(archive: zipfile.ZipFile, limits: Limits) -> list[zipfile.ZipInfo]:
+    """Check every entry against the limits and path rules before anything is written."""
+    entries = archive.infolist()
+    if len(entries) > limits.max_files:
+        raise TooLarge(
+            f"the zip has {len(entries)} entries; this jobd accepts at most {limits.max_files}"
+        )
+    declared = 0
+    seen: set[str] = set()
+    for info in entries:
+        name = _normal_name(info)
+        reason = _unsafe_reason(info.filename)
+        if reason:
+            raise BadRequest(
+                f"zip entry {info.filename!r} {reason}; paths must stay inside the job"
+            )
+        kind = _entry_kind(info)
+        if kind:
+            raise BadRequest(f"zip entry {info.filename!r} is {kind}; only files and folders")
+        if info.flag_bits & 0x1:
+            raise BadRequest(f"zip entry {info.filename!r} is encrypted; send it unencrypted")
+        if name.rstrip("/") in seen:
+            raise BadRequest(f"the zip holds {name!r} twice")
+        seen.add(name.rstrip("/"))
+        declared += info.file_size
+    if declared > limits.max_unpacked:
+        raise TooLarge(
+            f"the zip unpacks to {declared} bytes; this jobd accepts at most {limits.max_unpacked}"
+        )
+    run_sh = next((i for i in entries if _normal_name(i) == "run.sh"), None)
+    if run_sh is None:
+        raise BadRequest("the zip has no run.sh at its root; put run.sh next to the inputs")
+    return entries
+
+
+def extract(zip_path: Path, dest: Path, limits: Limits) -> None:
+    """Unpack a job's zip into `dest`, counting the bytes really written (headers can lie)."""
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            entries = check_zip(archive, limits)
+            written = 0
+            for info in entries:
+                written = _extract_one(archive, info, dest, written, limits.max_unpacked)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+        raise BadRequest(f"'input' is not a valid zip: {exc}") from None
+    except NotImplementedError as exc:
+        raise BadRequest(f"the zip uses a feature jobd cannot read: {exc}") from None
+    except OSError as exc:
+        where = Path(exc.filename).relative_to(dest) if exc.filename else "an entry"
+        raise BadRequest(f"the zip cannot be unpacked: {exc.strerror} at {where}") from None
+    run_sh = dest / "run.sh"
+    run_sh.chmod(run_sh.stat().st_mode | 0o111)
+
+
+def _extract_one(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, written: int, budget: int
+) -> int:
+    target = dest / _normal_name(info)
+    if info.is_dir() or info.filename.endswith("\\"):
+        target.mkdir(parents=True, exist_ok=True)
+        return written
+    target.parent.mkdir(parents=True, exist_ok=True)
+    mode = 0o755 if (info.external_attr >> 16) & 0o111 else 0o644
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "wb") as out, archive.open(info) as source:
+        while block := source.read(CHUNK):
+            written += len(block)
+            if written > budget:
+                raise TooLarge(
+                    f"the zip unpacks to more than {budget} bytes (its headers understate it);"
+                    f" this jobd accepts at most {budget}"
+                )
+            out.write(block)
+    return written
+
+
+def zip_directory(root: Path, dest: Path) -> None:
+    """Zip every file under `root`, rooted at it; links count only if they stay inside.
+
+    Written beside `dest` and renamed, so a reader never sees half a zip.
+    """
+    real_root = root.resolve()
+    partial = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}")
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, True, compresslevel=1) as archive:
+        for folder, dirs, files in os.walk(root):
+            dirs.sort()
+            base = Path(folder)
+            rel = base.relative_to(root)
+            if rel != Path(".") and not files and not dirs:
+                archive.writestr(f"{rel.as_posix()}/", b"")
+            for name in sorted(files):
+                source = _inside(base / name, real_root)
+                if source is not None:
+                    archive.write(source, (rel / name).as_posix(), _compression(source))
+    os.replace(partial, dest)
+
+
+def _inside(path: Path, real_root: Path) -> Path | None:
+    """The real regular file behind `path`, if it is inside the job directory."""
+    real = path.resolve()
+    if not real.is_relative_to(real_root) or not real.is_file():
+        return None
+    return real
+
+
+def _compression(path: Path) -> int:
+    """Deflate what shrinks; store what does not (compressed data, random bytes)."""
+    with open(path, "rb") as data:
+        head = data.read(1 << 16)
+    if len(zlib.compress(head, 1)) < _STORE_ABOVE_RATIO * len(head):
+        return zipfile.ZIP_DEFLATED
+    return zipfile.ZIP_STORED

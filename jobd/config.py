@@ -1,0 +1,249 @@
+"""The daemon's settings: one frozen Config, every default in one table, flags <-> environment."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobd.errors import ConfigError
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
+_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """`400MB`, `1.5GB`, `512MiB` or plain bytes; MB/GB are powers of 10, MiB/GiB of 2."""
+    match = _SIZE_RE.fullmatch(text)
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _SIZE_UNITS:
+        raise ValueError(f"{text!r} is not a size (write e.g. 400MB, 1.5GB, 512MiB or bytes)")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def parse_duration(text: str) -> float:
+    """`48h`, `30m`, `90s`, `1h30m` or plain seconds."""
+    stripped = text.strip()
+    try:
+        seconds = float(stripped)
+    except ValueError:
+        parts = _DURATION_PART_RE.findall(stripped)
+        if not parts or "".join(n + u for n, u in parts).lower() != stripped.lower():
+            raise ValueError(
+                f"{text!r} is not a duration (write e.g. 48h, 30m, 90s or seconds)"
+            ) from None
+        seconds = sum(float(n) * _DURATION_UNITS[u.lower()] for n, u in parts)
+    if seconds != seconds or seconds < 0 or seconds == float("inf"):
+        raise ValueError(f"{text!r} is not a duration (write e.g. 48h, 30m, 90s or seconds)")
+    return seconds
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise ValueError(f"{text!r} must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{text!r} is not a port number (0-65535)")
+    return value
+
+
+def _optional_duration(text: str) -> float | None:
+    if text.strip().lower() in ("", "none", "0", "off"):
+        return None
+    value = parse_duration(text)
+    return value or None
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _positive_size(text: str) -> int:
+    value = parse_size(text)
+    if value < 1:
+        raise ValueError(f"{text!r} must be more than 0 bytes")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    """A setting: its flag, the environment variables that may set it, its default and parser."""
+
+    name: str
+    envs: tuple[str, ...]
+    default: str | None
+    parse: Callable[[str], object]
+    help: str
+    metavar: str = ""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", ("JOBD_HOST",), "0.0.0.0", str, "address to listen on", "ADDR"),
+    Option("port", ("JOBD_PORT", "PORT"), "8080", _port, "port to listen on (0 picks one)", "N"),
+    Option(
+        "data_dir",
+        ("JOBD_DATA_DIR", "DATAPATH"),
+        "./data",
+        Path,
+        "where job records and files live; one daemon per data dir",
+        "DIR",
+    ),
+    Option(
+        "workers",
+        ("JOBD_WORKERS",),
+        None,
+        _positive_int,
+        "most local jobs that run at once (default: the CPU count)",
+        "N",
+    ),
+    Option(
+        "max_upload", ("JOBD_MAX_UPLOAD",), "400MB", _positive_size, "largest HTTP body", "SIZE"
+    ),
+    Option(
+        "max_unpacked",
+        ("JOBD_MAX_UNPACKED",),
+        "4GB",
+        _positive_size,
+        "largest total uncompressed size of a job's zip",
+        "SIZE",
+    ),
+    Option(
+        "max_files",
+        ("JOBD_MAX_FILES",),
+        "100000",
+        _positive_int,
+        "most entries in a job's zip",
+        "N",
+    ),
+    Option(
+        "retention",
+        ("JOBD_RETENTION",),
+        "48h",
+        parse_duration,
+        "how long finished jobs are kept before their files are removed",
+        "DUR",
+    ),
+    Option(
+        "token",
+        ("JOBD_TOKEN",),
+        None,
+        str,
+        "require 'Authorization: Bearer TOKEN' on every route but /health (prefer the env var)",
+        "TOKEN",
+    ),
+    Option(
+        "timeout",
+        ("JOBD_TIMEOUT",),
+        None,
+        _optional_duration,
+        "default time limit of a job; a job's own 'timeout' wins (default: none)",
+        "DUR",
+    ),
+    Option(
+        "pending_status",
+        ("JOBD_PENDING_STATUS",),
+        "206",
+        lambda text: int(_choice("202", "206")(text)),
+        "status of GET /api/get for an unfinished job (202 for clients of the Go jobd)",
+        "206|202",
+    ),
+    Option(
+        "on_restart",
+        ("JOBD_ON_RESTART",),
+        "rerun",
+        _choice("rerun", "fail"),
+        "what happens to jobs that were running when the daemon stopped",
+        "rerun|fail",
+    ),
+    Option(
+        "kill_grace",
+        ("JOBD_KILL_GRACE",),
+        "5s",
+        parse_duration,
+        "time between SIGTERM and SIGKILL when a job is cancelled or times out",
+        "DUR",
+    ),
+    Option(
+        "threads",
+        ("JOBD_THREADS",),
+        "64",
+        _positive_int,
+        "HTTP worker threads (each long-poll holds one)",
+        "N",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    data_dir: Path = Path("data")
+    workers: int = 1
+    max_upload: int = 400 * 10**6
+    max_unpacked: int = 4 * 10**9
+    max_files: int = 100_000
+    retention: float = 48 * 3600
+    token: str | None = None
+    timeout: float | None = None
+    pending_status: int = 206
+    on_restart: str = "rerun"
+    kill_grace: float = 5.0
+    threads: int = 64
+
+    @classmethod
+    def resolve(cls, flags: Mapping[str, str | None], environ: Mapping[str, str]) -> Config:
+        """Flag, then JOBD_*, then the Go jobd's variable, then the default."""
+        values: dict[str, object] = {}
+        for option in OPTIONS:
+            raw, source = flags.get(option.name), option.flag
+            for env in option.envs:
+                if raw is None and environ.get(env):
+                    raw, source = environ[env], env
+            if raw is None:
+                raw, source = option.default, "default"
+            if raw is None:
+                continue
+            try:
+                values[option.name] = option.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+        values.setdefault("workers", os.cpu_count() or 1)
+        if values.get("token") == "":
+            values["token"] = None
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,57 @@
+"""Errors that reach a client: each carries its HTTP status, mapped to JSON once in app.py."""
+
+from __future__ import annotations
+
+
+class JobdError(Exception):
+    """Base class: `message` is written for a person and says what to change."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(JobdError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(JobdError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(JobdError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(JobdError):
+    status = 409
+    code = "conflict"
+
+
+class Gone(JobdError):
+    status = 410
+    code = "gone"
+
+
+class TooLarge(JobdError):
+    status = 413
+    code = "payload_too_large"
+
+
+class Unavailable(JobdError):
+    status = 503
+    code = "service_unavailable"
+
+
+class ConfigError(Exception):
+    """A flag or environment variable has a value jobd cannot use; raised before start-up."""
+
+
+class DataDirBusy(Exception):
+    """Another jobd holds the data directory's lock."""

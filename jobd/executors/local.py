@@ -1,0 +1,116 @@
+"""Runs run.sh on this machine: its own session and process group, output straight to files."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobd import procs
+
+STDOUT = "jobd.stdout"
+STDERR = "jobd.stderr"
+
+
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The daemon's environment minus its own settings and the frozen binary's loader state.
+
+    JOBD_* may hold the token. A PyInstaller binary points LD_LIBRARY_PATH at its bundle
+    and leaks _PYI_*/STATICX_*; research tools run by run.sh must see the system's libraries.
+    """
+    env = {
+        key: value
+        for key, value in environ.items()
+        if not key.startswith(("JOBD_", "_PYI_", "STATICX_"))
+    }
+    original = env.pop("LD_LIBRARY_PATH_ORIG", None)
+    env.pop("LD_LIBRARY_PATH", None)
+    if original:
+        env["LD_LIBRARY_PATH"] = original
+    return env
+
+
+class StartError(Exception):
+    """run.sh could not be started; the message says why, for the job's Message."""
+
+
+@dataclass
+class Run:
+    """A started run.sh: its process (the group leader) and the group's identity."""
+
+    proc: subprocess.Popen[bytes]
+    start_time: int | None
+
+    @property
+    def pgid(self) -> int:
+        return self.proc.pid
+
+
+class LocalExecutor:
+    def __init__(self, environ: Mapping[str, str], kill_grace: float) -> None:
+        self._env = child_environment(environ)
+        self._grace = kill_grace
+
+    def start(self, workdir: Path) -> Run:
+        script = workdir / "run.sh"
+        with open(script, "rb") as head:
+            first_line = head.readline(256)
+        argv = ["./run.sh"] if first_line.startswith(b"#!") else ["/bin/sh", "./run.sh"]
+        script.chmod(script.stat().st_mode | 0o111)
+        try:
+            with open(workdir / STDOUT, "wb") as out, open(workdir / STDERR, "wb") as err:
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=workdir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    env=self._env,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            raise StartError(_start_failure(first_line, exc)) from None
+        return Run(proc, procs.start_time(proc.pid))
+
+    def wait(self, run: Run, timeout: float | None) -> int | None:
+        """run.sh's return code, or None if `timeout` passed first."""
+        if timeout is not None:
+            try:
+                if not _exits_within(run.pgid, timeout):
+                    return None
+            except OSError:  # no pidfd (kernel before 5.3): let Popen poll instead
+                try:
+                    return run.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    return None
+        return run.proc.wait()
+
+    def terminate(self, run: Run) -> None:
+        """End the whole process group: SIGTERM, then SIGKILL after the grace period."""
+        procs.end_group(run.pgid, self._grace)
+
+    def sweep(self, run: Run) -> None:
+        """Kill what run.sh left behind in its group once it has exited."""
+        procs.signal_group(run.pgid, signal.SIGKILL)
+
+
+def _exits_within(pid: int, timeout: float) -> bool:
+    """Wait on a pidfd: woken the moment the process exits, without polling."""
+    fd = os.pidfd_open(pid)
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
+def _start_failure(first_line: bytes, exc: OSError) -> str:
+    interpreter = first_line[2:].strip().decode(errors="replace")
+    if first_line.rstrip(b"\n").endswith(b"\r"):
+        return "run.sh has Windows line endings (CRLF); save it with Unix line endings (LF)"
+    if isinstance(exc, FileNotFoundError) and interpreter:
+        return f"run.sh's interpreter {interpreter!r} (from its #! line) is not installed here"
+    return f"run.sh could not be started: {exc.strerror}"

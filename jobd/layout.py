@@ -1,0 +1,72 @@
+"""Where things live in the data dir, and the lock that keeps it to one daemon."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from jobd.errors import DataDirBusy
+from jobd.models import valid_job_id
+
+
+class Layout:
+    """`jobs/<id>/` holds `input.zip` (the kept copy), `work/` (run.sh's directory), `result.zip`.
+
+    `tmp/` stages uploads until they are accepted, so a rejected one leaves nothing behind.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.jobs = root / "jobs"
+        self.tmp = root / "tmp"
+        self.db = root / "jobd.db"
+        self._lock_fd: int | None = None
+
+    def prepare(self) -> None:
+        for folder in (self.root, self.jobs):
+            folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir()
+
+    def lock(self) -> None:
+        """Hold an exclusive lock on the data dir for the life of the process."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / "jobd.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DataDirBusy(
+                f"another jobd (pid {holder}) is using the data dir {self.root.resolve()};"
+                " stop it or give this one another --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def job_dir(self, job_id: str) -> Path:
+        if not valid_job_id(job_id):  # the one gate between a client's ID and the filesystem
+            raise ValueError(f"not a job ID: {job_id!r}")
+        return self.jobs / job_id
+
+    def work_dir(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "work"
+
+    def input_zip(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "input.zip"
+
+    def result_zip(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "result.zip"
+
+    def staging(self) -> Path:
+        return Path(tempfile.mkdtemp(dir=self.tmp))
+
+    def job_ids_on_disk(self) -> list[str]:
+        return [entry.name for entry in self.jobs.iterdir()]
+
+    def remove_job(self, job_id: str) -> None:
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)

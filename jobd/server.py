@@ -1,0 +1,119 @@
+"""Serving: waitress on the configured address, a log line per request, clean shutdown."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable, Iterator
+from types import FrameType
+
+import waitress
+
+from jobd import __version__
+from jobd.app import create_app
+from jobd.config import Config
+from jobd.errors import DataDirBusy
+from jobd.executors.local import LocalExecutor
+from jobd.layout import Layout
+from jobd.service import JobService
+from jobd.store import Store
+
+log = logging.getLogger("jobd")
+
+WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+
+
+class _Logged:
+    """Wraps a response body so the request is logged when it has been sent in full."""
+
+    def __init__(self, body: Iterable[bytes], line: Callable[[], str]) -> None:
+        self._body = body
+        self._line = line
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            log.info("%s", self._line())
+
+
+def access_log(app: WSGIApp) -> WSGIApp:
+    def logged(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        started = time.perf_counter()
+        status = ["-"]
+
+        def capture(line: str, headers: list, exc_info: object = None) -> object:
+            status[0] = line.split(" ", 1)[0]
+            return start_response(line, headers, exc_info)
+
+        def line() -> str:
+            query = environ.get("QUERY_STRING")
+            path = environ.get("PATH_INFO", "") + (f"?{query}" if query else "")
+            job = environ.get("jobd.job_id")
+            took = (time.perf_counter() - started) * 1000
+            text = f"{environ.get('REMOTE_ADDR', '-')} {environ['REQUEST_METHOD']} {path}"
+            return f"{text} {status[0]} {took:.1f}ms" + (f" job={job}" if job else "")
+
+        return _Logged(app(environ, capture), line)
+
+    return logged
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)  # waitress's run() closes the server on SystemExit and returns
+
+
+def serve(config: Config) -> int:
+    layout = Layout(config.data_dir)
+    try:
+        layout.lock()
+    except DataDirBusy as exc:
+        log.error("%s", exc)
+        return 1
+    store = Store(layout.db)
+    service = JobService(config, store, layout, LocalExecutor(os.environ, config.kill_grace))
+    service.recover()
+    try:
+        server = waitress.create_server(
+            access_log(create_app(config, service)),
+            host=config.host,
+            port=config.port,
+            threads=config.threads,
+            connection_limit=max(100, config.threads * 4),
+            # waitress buffers a body before the app sees it and answers bodies over its limit
+            # itself, in plain text; jobd's own check (JSON, after the token) has room below it
+            max_request_body_size=2 * config.max_upload + (1 << 20),
+            channel_timeout=2 * 60,
+            asyncore_use_poll=True,
+            ident="jobd",
+        )
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror)
+        store.close()
+        return 1
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    service.start()
+    log.info(
+        "jobd %s listening on http://%s:%s (data dir %s, %d workers)",
+        __version__,
+        config.host,
+        server.effective_port,  # type: ignore[union-attr]
+        config.data_dir.resolve(),
+        config.workers,
+    )
+    try:
+        server.run()
+    finally:
+        log.info("shutting down")
+        server.close()
+        service.stop()
+        store.close()
+    return 0

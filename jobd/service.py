@@ -1,0 +1,355 @@
+"""The job lifecycle: accept, queue, dispatch, finish, cancel, recover, expire.
+
+One lock guards the in-memory state (running jobs, long-poll waiters) together with the
+store calls that must agree with it, so a job is claimed once, and a cancel or a waiter
+never misses the change it is waiting for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from jobd import __version__, procs
+from jobd.archive import Base64Writer, Limits, extract, zip_directory
+from jobd.config import Config
+from jobd.errors import Conflict, Gone, JobdError, NotFound, Unavailable
+from jobd.executors.local import STDERR, STDOUT, LocalExecutor, Run, StartError
+from jobd.layout import Layout
+from jobd.models import TERMINAL, Job, JobStatus, valid_job_id
+from jobd.store import Store
+from jobd.upload import read_upload
+
+log = logging.getLogger("jobd")
+
+#: Why jobd itself ended a run; decides the final state.
+CANCELLED, TIMED_OUT, SHUTDOWN = "cancelled", "timed out", "shutdown"
+
+
+@dataclass
+class _Active:
+    """A job a worker has claimed: the run once started, and why jobd is ending it, if it is."""
+
+    run: Run | None = None
+    reason: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class JobService:
+    def __init__(self, config: Config, store: Store, layout: Layout, executor: LocalExecutor):
+        self.config = config
+        self.store = store
+        self.layout = layout
+        self.executor = executor
+        self.limits = Limits(config.max_unpacked, config.max_files)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._active: dict[str, _Active] = {}
+        self._finished: dict[str, threading.Event] = {}
+        self._poll_slots = threading.BoundedSemaphore(max(1, config.threads - 4))
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- start and stop ---------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Bring the data dir back to a consistent state after any kind of stop."""
+        self.layout.prepare()
+        live = self.store.live_ids()
+        for name in self.layout.job_ids_on_disk():
+            if name not in live:  # accepted on disk but never recorded, or expired
+                shutil.rmtree(self.layout.jobs / name, ignore_errors=True)
+        for job in self.store.with_status(JobStatus.RUNNING):
+            self._recover_running(job)
+
+    def _recover_running(self, job: Job) -> None:
+        if job.pgid and procs.end_leftover_group(job.pgid, job.pgid_start):
+            log.info(
+                "job %s: ended the leftover process group %d of its last run", job.id, job.pgid
+            )
+        if self.config.on_restart == "fail":
+            self._zip_result(job.id)
+            self._transition(
+                job.id,
+                JobStatus.FAILED,
+                "jobd restarted while this job was running; not re-run (--on-restart fail)",
+                allowed_from=[JobStatus.RUNNING],
+            )
+        else:
+            self._transition(
+                job.id,
+                JobStatus.QUEUED,
+                "jobd restarted while this job was running; it runs again from its input",
+                allowed_from=[JobStatus.RUNNING],
+            )
+
+    def start(self) -> None:
+        for number in range(self.config.workers):
+            self._spawn(self._work, f"worker-{number}")
+        self._spawn(self._expire_loop, "retention")
+
+    def _spawn(self, target: object, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop dispatching and end running jobs; they stay RUNNING and run again on restart."""
+        self._stopping.set()
+        with self._lock:
+            self._wake.notify_all()
+            runs = []
+            for active in self._active.values():
+                active.reason = SHUTDOWN
+                runs.append(active.run)
+        for run in runs:
+            if run is not None:
+                self.executor.terminate(run)
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    # -- accept -----------------------------------------------------------------------------
+
+    def submit(self, body: BinaryIO, limit: int) -> Job:
+        """Stage the upload in tmp/, check it whole, then move it into place in one rename."""
+        staging = self.layout.staging()
+        try:
+            with open(staging / "input.zip", "wb") as kept:
+                decoder = Base64Writer(kept)
+                upload = read_upload(body, limit, decoder.write)
+                decoder.close()
+            if upload.slurml:
+                raise Unavailable(
+                    "this jobd cannot run Slurm jobs ('slurml': true): no Slurm backend here;"
+                    " send the job without 'slurml'"
+                )
+            job_id = upload.job_id or str(uuid.uuid4())
+            self._check_new(job_id)
+            work = staging / "work"
+            extract(staging / "input.zip", work, self.limits)
+            for name in (STDOUT, STDERR):
+                (work / name).touch()
+            return self._accept(staging, job_id, upload.timeout or self.config.timeout)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _check_new(self, job_id: str) -> None:
+        if self.store.exists(job_id):
+            raise Conflict(f"a job with ID {job_id!r} already exists; choose another ID")
+
+    def _accept(self, staging: Path, job_id: str, timeout: float | None) -> Job:
+        target = self.layout.job_dir(job_id)
+        try:
+            os.rename(staging, target)  # claims the ID on disk: a racing twin fails here
+        except OSError:
+            raise Conflict(f"a job with ID {job_id!r} already exists; choose another ID") from None
+        now = time.time()
+        job = Job(job_id, JobStatus.QUEUED, timeout=timeout, created_at=now, updated_at=now)
+        try:
+            self.store.insert(job)
+        except JobdError:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+        log.info("job %s: QUEUED", job_id)
+        with self._lock:
+            self._wake.notify()
+        return job
+
+    # -- read -------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        job = self.store.get(job_id) if valid_job_id(job_id) else None
+        if job is None:
+            raise NotFound(f"there is no job with ID {job_id!r}")
+        if job.expired:
+            raise Gone(
+                f"job {job_id!r} finished more than {self.config.retention:g}s ago and its"
+                " files were removed (see --retention)"
+            )
+        return job
+
+    def wait(self, job_id: str, timeout: float) -> Job:
+        """The job once it is finished or `timeout` has passed, whichever is first."""
+        job = self.get(job_id)
+        if job.status.terminal or timeout <= 0:
+            return job
+        if not self._poll_slots.acquire(blocking=False):
+            return job  # every HTTP thread is long-polling: answer now rather than starve others
+        try:
+            with self._lock:
+                job = self.get(job_id)
+                if job.status.terminal:
+                    return job
+                finished = self._finished.setdefault(job_id, threading.Event())
+            finished.wait(timeout)
+            return self.get(job_id)
+        finally:
+            self._poll_slots.release()
+
+    def result_path(self, job: Job) -> Path:
+        return self.layout.result_zip(job.id)
+
+    def health(self) -> dict[str, object]:
+        counts = self.store.counts()
+        return {
+            "status": "healthy",
+            "version": __version__,
+            "workers": self.config.workers,
+            "queued": counts[JobStatus.QUEUED.value],
+            "running": counts[JobStatus.RUNNING.value],
+            "jobs": counts,
+        }
+
+    # -- cancel -----------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued or running job; returns once its process group is gone."""
+        job = self.get(job_id)
+        if job.status is JobStatus.QUEUED:
+            self._zip_result(job_id)  # its inputs; built first so GET never sees it missing
+            cancelled = self._transition(
+                job_id, JobStatus.CANCELLED, "cancelled before it started", [JobStatus.QUEUED]
+            )
+            if cancelled is not None:
+                return cancelled
+        run = None
+        with self._lock:
+            active = self._active.get(job_id)
+            if active is not None:
+                active.reason = active.reason or CANCELLED
+                run = active.run
+        if active is None:
+            job = self.get(job_id)
+            raise Conflict(f"job {job_id!r} has already finished ({job.status.value})")
+        if run is not None:
+            self.executor.terminate(run)
+        active.done.wait()
+        return self.get(job_id)
+
+    # -- run --------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                job = None
+                while not self._stopping.is_set():
+                    job = self.store.claim_next_local()
+                    if job is not None:
+                        break
+                    self._wake.wait()
+                if job is None:
+                    return
+                active = self._active[job.id] = _Active()
+            log.info("job %s: RUNNING", job.id)
+            try:
+                self._run(job, active)
+            except Exception as exc:  # a worker must survive anything one job does
+                log.exception("job %s: jobd failed while running it", job.id)
+                self._fail(job.id, f"jobd failed while running it: {exc}")
+            finally:
+                with self._lock:
+                    del self._active[job.id]
+                active.done.set()
+
+    def _fail(self, job_id: str, message: str) -> None:
+        try:
+            self._zip_result(job_id)
+        except OSError:
+            log.exception("job %s: could not zip its directory", job_id)
+        self._transition(job_id, JobStatus.FAILED, message, [JobStatus.RUNNING])
+
+    def _run(self, job: Job, active: _Active) -> None:
+        workdir = self.layout.work_dir(job.id)
+        if job.attempts > 1:  # a re-run after a restart starts from the original input again
+            shutil.rmtree(workdir, ignore_errors=True)
+            extract(self.layout.input_zip(job.id), workdir, self.limits)
+        try:
+            run = self.executor.start(workdir)
+        except StartError as exc:
+            self._fail(job.id, str(exc))
+            return
+        self.store.set_process(job.id, run.pgid, run.start_time)
+        with self._lock:
+            active.run = run
+            ending = active.reason
+        if ending:
+            self.executor.terminate(run)
+        code = self.executor.wait(run, job.timeout)
+        if code is None:
+            with self._lock:
+                active.reason = active.reason or TIMED_OUT
+            self.executor.terminate(run)
+            code = run.proc.wait()
+        self.executor.sweep(run)
+        if active.reason == SHUTDOWN:
+            log.info("job %s: stopped by shutdown; it runs again on restart", job.id)
+            return
+        self._finish(job, code, active.reason)
+
+    def _finish(self, job: Job, code: int, reason: str | None) -> None:
+        """Decide the final state from run.sh's return code and why jobd ended it, if it did."""
+        how = (
+            f"run.sh was ended by {procs.signal_name(-code)}"
+            if code < 0
+            else f"run.sh exited with code {code}"
+        )
+        if reason == CANCELLED:
+            status, exit_code, message = (
+                JobStatus.CANCELLED,
+                None,
+                f"cancelled while running; {how}",
+            )
+        elif reason == TIMED_OUT:
+            status, exit_code, message = (
+                JobStatus.FAILED,
+                None,
+                f"timed out after {job.timeout:g}s; {how}",
+            )
+        elif code < 0:
+            status, exit_code, message = JobStatus.FAILED, None, how
+        else:
+            status = JobStatus.SUCCESS if code == 0 else JobStatus.FAILED
+            exit_code, message = code, how
+        self._zip_result(job.id)
+        self._transition(job.id, status, message, [JobStatus.RUNNING], exit_code)
+
+    def _zip_result(self, job_id: str) -> None:
+        zip_directory(self.layout.work_dir(job_id), self.layout.result_zip(job_id))
+
+    def _transition(
+        self,
+        job_id: str,
+        to: JobStatus,
+        message: str,
+        allowed_from: list[JobStatus],
+        exit_code: int | None = None,
+    ) -> Job | None:
+        """The one place a job changes state: store, log, and wake whoever waits on it."""
+        with self._lock:
+            job = self.store.transition(job_id, to, allowed_from, message, exit_code)
+            if job is not None and to in TERMINAL:
+                finished = self._finished.pop(job_id, None)
+                if finished is not None:
+                    finished.set()
+        if job is not None:
+            log.info("job %s: %s (%s)", job_id, to.value, message)
+        return job
+
+    # -- retention --------------------------------------------------------------------------
+
+    def _expire_loop(self) -> None:
+        interval = min(max(self.config.retention / 10, 0.2), 60.0)
+        while not self._stopping.wait(interval):
+            self.expire()
+
+    def expire(self) -> None:
+        for job_id in self.store.expire_finished_before(time.time() - self.config.retention):
+            self.layout.remove_job(job_id)
+            log.info("job %s: removed after the retention period", job_id)
