@@ -34,6 +34,11 @@ class Conflict(JobdError):
     code = "conflict"
 
 
+class IdTaken(Conflict):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"a job with ID {job_id!r} already exists; choose another ID")
+
+
 class Gone(JobdError):
     status = 410
     code = "gone"

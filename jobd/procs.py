@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -42,10 +43,8 @@ def group_members(pgid: int) -> list[int]:
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # already gone: what we wanted
         os.killpg(pgid, sig)
-    except ProcessLookupError:  # already gone: what we wanted
-        pass
 
 
 def wait_group_gone(pgid: int, timeout: float) -> bool:

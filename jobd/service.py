@@ -20,7 +20,7 @@ from typing import BinaryIO
 from jobd import __version__, procs
 from jobd.archive import Base64Writer, Limits, extract, zip_directory
 from jobd.config import Config
-from jobd.errors import Conflict, Gone, JobdError, NotFound, Unavailable
+from jobd.errors import Conflict, Gone, IdTaken, JobdError, NotFound, Unavailable
 from jobd.executors.local import STDERR, STDOUT, LocalExecutor, Run, StartError
 from jobd.layout import Layout
 from jobd.models import TERMINAL, Job, JobStatus, valid_job_id
@@ -142,14 +142,14 @@ class JobService:
 
     def _check_new(self, job_id: str) -> None:
         if self.store.exists(job_id):
-            raise Conflict(f"a job with ID {job_id!r} already exists; choose another ID")
+            raise IdTaken(job_id)
 
     def _accept(self, staging: Path, job_id: str, timeout: float | None) -> Job:
         target = self.layout.job_dir(job_id)
         try:
             os.rename(staging, target)  # claims the ID on disk: a racing twin fails here
         except OSError:
-            raise Conflict(f"a job with ID {job_id!r} already exists; choose another ID") from None
+            raise IdTaken(job_id) from None
         now = time.time()
         job = Job(job_id, JobStatus.QUEUED, timeout=timeout, created_at=now, updated_at=now)
         try:

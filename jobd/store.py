@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from jobd.errors import Conflict
+from jobd.errors import IdTaken
 from jobd.models import Job, JobStatus
 
 SCHEMA_VERSION = 1
@@ -124,8 +124,8 @@ class Store:
         try:
             with self._tx() as db:
                 cursor = db.execute(
-                    "INSERT INTO jobs (id, status, message, slurml, timeout, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO jobs (id, status, message, slurml, timeout, created_at,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         job.id,
                         job.status.value,
@@ -137,7 +137,7 @@ class Store:
                     ),
                 )
         except sqlite3.IntegrityError:
-            raise Conflict(f"a job with ID {job.id!r} already exists; choose another ID") from None
+            raise IdTaken(job.id) from None
         job.seq = cursor.lastrowid or 0
         return job
 
