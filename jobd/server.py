@@ -102,7 +102,7 @@ def serve(config: Config) -> int:
     signal.signal(signal.SIGINT, _stop)
     service.start()
     log.info(
-        "jobd %s listening on http://%s:%s (data dir %s, %d workers)",
+        "jobd %s listening on http://%s:%s (data dir %s, workers: %d)",
         __version__,
         config.host,
         server.effective_port,  # type: ignore[union-attr]

@@ -131,10 +131,10 @@ class _Body:
                 return text.decode("utf-8")
             except UnicodeDecodeError:
                 raise _malformed("a string is not UTF-8") from None
-        return json.loads(self._raw_value(start))
+        return self._other_value(start)
 
-    def _raw_value(self, start: int) -> bytes:
-        """The bytes of a number, literal, object or array, tracking nesting and strings."""
+    def _other_value(self, start: int) -> object:
+        """A number, literal, object or array, tracking nesting and strings."""
         depth, in_string, escaped = 0, False, False
         end = self.pos
         while True:
