@@ -219,34 +219,39 @@ def zip_directory(root: Path, dest: Path) -> None:
 
     Written beside `dest` and renamed, so a reader never sees half a zip.
     """
-    real_root = root.resolve()
-    partial = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}")
+    real_root = os.path.realpath(root)
+    partial = dest.with_name(f".{dest.name}.{threading.get_ident()}")
     with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, True, compresslevel=1) as archive:
-        for folder, dirs, files in os.walk(root):
-            dirs.sort()
-            base = Path(folder)
-            rel = base.relative_to(root)
-            if rel != Path(".") and not files and not dirs:
-                archive.writestr(f"{rel.as_posix()}/", b"")
-            for name in sorted(files):
-                source = _inside(base / name, real_root)
-                if source is not None:
-                    archive.write(source, (rel / name).as_posix(), _compression(source))
+        for path, arcname in _files_under(str(root), "", real_root):
+            if arcname.endswith("/"):
+                archive.writestr(arcname, b"")
+            else:
+                archive.write(path, arcname, _compression(path))
     os.replace(partial, dest)
 
 
-def _inside(path: Path, real_root: Path) -> Path | None:
-    """The real regular file behind `path`, if it is inside the job directory."""
-    real = path.resolve()
-    if not real.is_relative_to(real_root) or not real.is_file():
-        return None
-    return real
+def _files_under(folder: str, prefix: str, real_root: str) -> Iterator[tuple[str, str]]:
+    """(path, name in the zip) of regular files, in-tree links to files, and empty folders."""
+    with os.scandir(folder) as scan:
+        entries = sorted(scan, key=lambda entry: entry.name)
+    if not entries and prefix:
+        yield folder, prefix
+    for entry in entries:
+        name = prefix + entry.name
+        if entry.is_dir(follow_symlinks=False):
+            yield from _files_under(entry.path, name + "/", real_root)
+        elif entry.is_file(follow_symlinks=False):
+            yield entry.path, name
+        elif entry.is_symlink():
+            real = os.path.realpath(entry.path)
+            if real.startswith(real_root + os.sep) and os.path.isfile(real):
+                yield real, name
 
 
-def _compression(path: Path) -> int:
+def _compression(path: str) -> int:
     """Deflate what shrinks; store what does not (compressed data, random bytes)."""
     with open(path, "rb") as data:
         head = data.read(1 << 16)
-    if len(zlib.compress(head, 1)) < _STORE_ABOVE_RATIO * len(head):
+    if len(head) < 4096 or len(zlib.compress(head, 1)) < _STORE_ABOVE_RATIO * len(head):
         return zipfile.ZIP_DEFLATED
     return zipfile.ZIP_STORED

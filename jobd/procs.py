@@ -6,15 +6,13 @@ import contextlib
 import os
 import signal
 import time
-from pathlib import Path
-
-_PROC = Path("/proc")
 
 
 def _stat_fields(pid: int | str) -> list[str] | None:
     """Fields of /proc/PID/stat after the command name (which may hold spaces)."""
     try:
-        text = (_PROC / str(pid) / "stat").read_text()
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read().decode()
     except OSError:
         return None
     return text[text.rfind(")") + 2 :].split()
@@ -34,7 +32,7 @@ def _session(pid: int) -> int | None:
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes in process group `pgid`."""
     members = []
-    for entry in os.listdir(_PROC):
+    for entry in os.listdir("/proc"):
         if entry.isdigit():
             fields = _stat_fields(entry)
             if fields and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
