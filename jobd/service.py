@@ -132,10 +132,7 @@ class JobService:
                 )
             job_id = upload.job_id or str(uuid.uuid4())
             self._check_new(job_id)
-            work = staging / "work"
-            extract(staging / "input.zip", work, self.limits)
-            for name in (STDOUT, STDERR):
-                (work / name).touch()
+            extract(staging / "input.zip", staging / "work", self.limits)
             return self._accept(staging, job_id, upload.timeout or self.config.timeout)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -321,7 +318,10 @@ class JobService:
         self._transition(job.id, status, message, [JobStatus.RUNNING], exit_code)
 
     def _zip_result(self, job_id: str) -> None:
-        zip_directory(self.layout.work_dir(job_id), self.layout.result_zip(job_id))
+        workdir = self.layout.work_dir(job_id)
+        for name in (STDOUT, STDERR):  # every result has both, even if run.sh never ran
+            open(workdir / name, "ab").close()
+        zip_directory(workdir, self.layout.result_zip(job_id))
 
     def _transition(
         self,
