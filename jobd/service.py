@@ -319,6 +319,7 @@ class JobService:
 
     def _zip_result(self, job_id: str) -> None:
         workdir = self.layout.work_dir(job_id)
+        workdir.mkdir(parents=True, exist_ok=True)  # gone only if a re-run's unpacking failed
         for name in (STDOUT, STDERR):  # every result has both, even if run.sh never ran
             open(workdir / name, "ab").close()
         zip_directory(workdir, self.layout.result_zip(job_id))
