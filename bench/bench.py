@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import io
+import json
 import math
 import os
 import platform
@@ -383,24 +385,54 @@ class Results:
     rss_samples: int = 0
 
 
-def timed_job(session: requests.Session, base: str, body: bytes) -> tuple[float, float, dict]:
+class LeanClient:
+    """One keep-alive connection through http.client: the latency loop measures the daemon,
+    not the ~0.3 ms per request that requests' own machinery adds on the client side."""
+
+    def __init__(self, base: str) -> None:
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        self._conn = http.client.HTTPConnection(host, int(port), timeout=WAIT_S + 30)
+
+    def call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        self._conn.request(method, path, body, headers)
+        response = self._conn.getresponse()
+        return response.status, response.read()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def timed_job(client: LeanClient, body: bytes) -> tuple[float, float, dict]:
     """(submit -> result, submit -> 201) in seconds, and the finished job."""
     t0 = time.perf_counter()
-    job_id = submit(session, base, body)
+    status, answer = client.call("POST", "/api/upload", body)
+    if status != 201:
+        raise BenchError(f"POST /api/upload: expected 201, got {status}: {answer[:500]!r}")
+    job_id = json.loads(answer)["ID"]
     t1 = time.perf_counter()
-    job = get_result(session, base, job_id)
+    while True:
+        status, answer = client.call("GET", f"/api/get/{job_id}?wait={WAIT_S}")
+        if status == 200:
+            break
+        if status != 206:
+            raise BenchError(f"GET /api/get/{job_id}: expected 200, got {status}")
     elapsed = time.perf_counter() - t0
+    job = json.loads(answer)
     check_success(job)
     return elapsed, t1 - t0, job
 
 
 def measure_latency(base: str, body: bytes, count: int, res: Results) -> None:
-    with new_session() as session:
+    client = LeanClient(base)
+    try:
         for i in range(WARMUP_JOBS):
-            *_, job = timed_job(session, base, body)
+            *_, job = timed_job(client, body)
             if i == 0:
                 check_trivial_output(job)
-        timings = [timed_job(session, base, body)[:2] for _ in range(count)]
+        timings = [timed_job(client, body)[:2] for _ in range(count)]
+    finally:
+        client.close()
     res.latencies = [total for total, _ in timings]
     res.upload_times = [upload for _, upload in timings]
 

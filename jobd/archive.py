@@ -21,6 +21,8 @@ _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 _WHITESPACE = b" \t\r\n"
 #: Files whose first 64 KiB deflate to more than this share of their size are stored as is.
 _STORE_ABOVE_RATIO = 0.9
+#: Files this small are stored: deflating saves next to nothing and costs a compressor each.
+_STORE_BELOW = 1024
 #: Read size for base64 output: a multiple of 3, so the pieces concatenate without padding.
 _ENCODE_BLOCK = 3 * (1 << 18)
 
@@ -219,10 +221,9 @@ def zip_directory(root: Path, dest: Path) -> None:
 
     Written beside `dest` and renamed, so a reader never sees half a zip.
     """
-    real_root = os.path.realpath(root)
     partial = dest.with_name(f".{dest.name}.{threading.get_ident()}")
     with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, True, compresslevel=1) as archive:
-        for path, arcname in _files_under(str(root), "", real_root):
+        for path, arcname in _files_under(str(root), "", str(root)):
             if arcname.endswith("/"):
                 archive.writestr(arcname, b"")
             else:
@@ -230,7 +231,7 @@ def zip_directory(root: Path, dest: Path) -> None:
     os.replace(partial, dest)
 
 
-def _files_under(folder: str, prefix: str, real_root: str) -> Iterator[tuple[str, str]]:
+def _files_under(folder: str, prefix: str, root: str) -> Iterator[tuple[str, str]]:
     """(path, name in the zip) of regular files, in-tree links to files, and empty folders."""
     with os.scandir(folder) as scan:
         entries = sorted(scan, key=lambda entry: entry.name)
@@ -239,19 +240,21 @@ def _files_under(folder: str, prefix: str, real_root: str) -> Iterator[tuple[str
     for entry in entries:
         name = prefix + entry.name
         if entry.is_dir(follow_symlinks=False):
-            yield from _files_under(entry.path, name + "/", real_root)
+            yield from _files_under(entry.path, name + "/", root)
         elif entry.is_file(follow_symlinks=False):
             yield entry.path, name
         elif entry.is_symlink():
             real = os.path.realpath(entry.path)
-            if real.startswith(real_root + os.sep) and os.path.isfile(real):
+            if real.startswith(os.path.realpath(root) + os.sep) and os.path.isfile(real):
                 yield real, name
 
 
 def _compression(path: str) -> int:
-    """Deflate what shrinks; store what does not (compressed data, random bytes)."""
+    """Deflate what shrinks; store what does not (compressed data, random bytes) or is tiny."""
+    if os.path.getsize(path) <= _STORE_BELOW:
+        return zipfile.ZIP_STORED
     with open(path, "rb") as data:
         head = data.read(1 << 16)
-    if len(head) < 4096 or len(zlib.compress(head, 1)) < _STORE_ABOVE_RATIO * len(head):
+    if len(zlib.compress(head, 1)) < _STORE_ABOVE_RATIO * len(head):
         return zipfile.ZIP_DEFLATED
     return zipfile.ZIP_STORED

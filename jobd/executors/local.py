@@ -60,7 +60,6 @@ class LocalExecutor:
         with open(script, "rb") as head:
             first_line = head.readline(256)
         argv = ["./run.sh"] if first_line.startswith(b"#!") else ["/bin/sh", "./run.sh"]
-        script.chmod(script.stat().st_mode | 0o111)
         try:
             with open(workdir / STDOUT, "wb") as out, open(workdir / STDERR, "wb") as err:
                 proc = subprocess.Popen(
