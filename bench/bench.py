@@ -742,6 +742,9 @@ def run_jobs_part(args: argparse.Namespace, workdir: Path, res: Results, ctx: Co
     body = trivial_body()
     with running_daemon(workdir, "jobs", [], args.start_timeout, ctx.notes) as daemon:
         ctx.health = daemon.health
+        # Writes still queued from an earlier run (a 500 MB payload) slow every file create
+        # for tens of seconds; flush them so each run measures jobd, not that backlog.
+        os.sync()
         progress(f"latency: {WARMUP_JOBS} warm-up + {args.jobs} sequential jobs")
         measure_latency(daemon.base_url, body, args.jobs, res)
         progress(f"floor: {args.jobs} direct runs of run.sh")
