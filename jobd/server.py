@@ -16,6 +16,7 @@ from jobd.app import create_app
 from jobd.config import Config
 from jobd.errors import DataDirBusy
 from jobd.executors.local import LocalExecutor
+from jobd.frozen import exit_with_launcher
 from jobd.layout import Layout
 from jobd.service import JobService
 from jobd.store import Store
@@ -77,6 +78,7 @@ def serve(config: Config) -> int:
     except DataDirBusy as exc:
         log.error("%s", exc)
         return 1
+    exit_with_launcher()
     store = Store(layout.db)
     service = JobService(config, store, layout, LocalExecutor(os.environ, config.kill_grace))
     service.recover()
