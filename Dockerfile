@@ -23,4 +23,6 @@ COPY --from=build /rootfs/ /
 ENV TMPDIR=/tmp \
     JOBD_DATA_DIR=/data
 EXPOSE 8080
+# no curl in a scratch image: the binary checks itself
+HEALTHCHECK --interval=30s --timeout=5s CMD ["/jobd", "health"]
 ENTRYPOINT ["/jobd"]

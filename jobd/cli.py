@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from jobd import __version__
+from jobd.client import ClientError, JobdClient, default_url
 from jobd.config import OPTIONS, Config
 from jobd.errors import ConfigError
 
-COMMANDS = ("serve",)
+COMMANDS = ("serve", "submit", "get", "cancel", "health")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +41,68 @@ def build_parser() -> argparse.ArgumentParser:
             metavar=option.metavar or None,
             help=f"{option.help} [env: {', '.join(option.envs)}; default: {default}]",
         )
+    _add_client_commands(commands)
     return parser
+
+
+def _add_client_commands(commands: argparse._SubParsersAction) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        default=default_url(),
+        help="the daemon [env: JOBD_URL; default: http://127.0.0.1:$JOBD_PORT or 8080]",
+    )
+    common.add_argument(
+        "--token", default=os.environ.get("JOBD_TOKEN"), help="bearer token [env: JOBD_TOKEN]"
+    )
+    submit = commands.add_parser(
+        "submit", parents=[common], help="upload a job folder or zip; prints the job"
+    )
+    submit.add_argument("path", type=Path, help="a folder with run.sh at its top, or a zip")
+    submit.add_argument("--id", help="the job's ID (default: one is generated)")
+    submit.add_argument("--timeout", help="the job's time limit, e.g. 30m")
+    submit.add_argument("--wait", action="store_true", help="wait until the job is finished")
+    submit.add_argument("--out", type=Path, help="with --wait: write the result zip here")
+    get = commands.add_parser("get", parents=[common], help="print a job; save its result zip")
+    get.add_argument("id")
+    get.add_argument("--wait", type=float, default=0.0, help="long-poll up to this many seconds")
+    get.add_argument("--out", type=Path, help="write the result zip here once it is finished")
+    cancel = commands.add_parser("cancel", parents=[common], help="cancel a queued or running job")
+    cancel.add_argument("id")
+    commands.add_parser(
+        "health", parents=[common], help="exit 0 if the daemon answers healthy (for HEALTHCHECK)"
+    )
+
+
+def _run_client(args: argparse.Namespace) -> int:
+    """Prints the answer; exits 1 when a fetched job ended FAILED or CANCELLED."""
+    client = JobdClient(args.url, args.token)
+    if args.command in ("health", "cancel"):
+        answer = client.health() if args.command == "health" else client.cancel(args.id)
+        print(json.dumps(answer, indent=2))
+        return 0
+    if args.command == "submit":
+        job = client.submit(args.path, args.id, args.timeout)
+        if args.wait:
+            job = _fetch(client, str(job["ID"]), None, args.out)
+    else:
+        job = _fetch(client, args.id, args.wait, args.out)
+    print(json.dumps(job, indent=2))
+    return 1 if job.get("Status") in ("FAILED", "CANCELLED") else 0
+
+
+def _fetch(client: JobdClient, job_id: str, wait: float | None, out: Path | None) -> dict:
+    """The job after `wait` seconds (None: until finished), its result zip written to `out`."""
+    if out is None:
+        return client.wait(job_id, None, wait) if wait is None else client.get(job_id, wait)
+    partial = out.with_name(f".{out.name}.part")
+    with open(partial, "wb") as result:
+        job = client.wait(job_id, result, wait)
+    if job.get("Status") in ("SUCCESS", "FAILED", "CANCELLED"):
+        partial.replace(out)
+    else:
+        partial.unlink()
+    return job
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,6 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    if args.command != "serve":
+        try:
+            return _run_client(args)
+        except (ClientError, OSError) as exc:
+            print(f"jobd: error: {exc}", file=sys.stderr)
+            return 1
     try:
         config = Config.resolve(vars(args), os.environ)
     except ConfigError as exc:
