@@ -6,7 +6,6 @@ import base64
 import binascii
 import os
 import stat
-import threading
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -190,8 +189,6 @@ def extract(zip_path: Path, dest: Path, limits: Limits) -> None:
     except OSError as exc:
         where = Path(exc.filename).relative_to(dest) if exc.filename else "an entry"
         raise BadRequest(f"the zip cannot be unpacked: {exc.strerror} at {where}") from None
-    run_sh = dest / "run.sh"
-    run_sh.chmod(run_sh.stat().st_mode | 0o111)
 
 
 def _extract_one(
@@ -202,7 +199,8 @@ def _extract_one(
         target.mkdir(parents=True, exist_ok=True)
         return written
     target.parent.mkdir(parents=True, exist_ok=True)
-    mode = 0o755 if (info.external_attr >> 16) & 0o111 else 0o644
+    executable = (info.external_attr >> 16) & 0o111 or target == dest / "run.sh"
+    mode = 0o755 if executable else 0o644
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     with os.fdopen(fd, "wb") as out, archive.open(info) as source:
         while block := source.read(CHUNK):
@@ -219,16 +217,14 @@ def _extract_one(
 def zip_directory(root: Path, dest: Path) -> None:
     """Zip every file under `root`, rooted at it; links count only if they stay inside.
 
-    Written beside `dest` and renamed, so a reader never sees half a zip.
+    Written in place: a result is read only once its job is finished, after this returned.
     """
-    partial = dest.with_name(f".{dest.name}.{threading.get_ident()}")
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, True, compresslevel=1) as archive:
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED, True, compresslevel=1) as archive:
         for path, arcname in _files_under(str(root), "", str(root)):
             if arcname.endswith("/"):
                 archive.writestr(arcname, b"")
             else:
                 archive.write(path, arcname, _compression(path))
-    os.replace(partial, dest)
 
 
 def _files_under(folder: str, prefix: str, root: str) -> Iterator[tuple[str, str]]:
