@@ -363,6 +363,7 @@ class Context:
 
     notes: list[str] = field(default_factory=list)
     health: dict[str, object] = field(default_factory=dict)
+    create_us: float = 0.0
 
 
 @dataclass
@@ -720,11 +721,29 @@ def filesystem_of(path: Path) -> str:
     return f"{kind} ({best})"
 
 
-def machine_header(health: dict[str, object], workdir: Path) -> list[str]:
+def create_cost_us(folder: Path, count: int = 200) -> float:
+    """Median cost of creating a small file there: a job makes several, and on some disks
+    (a VM's ext4 mounted with `discard`, after heavy deletes) it swings from 20 us to 1 ms."""
+    probe = Path(tempfile.mkdtemp(dir=folder))
+    try:
+        times = []
+        for i in range(count):
+            t0 = time.perf_counter()
+            fd = os.open(probe / f"f{i}", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
+            os.close(fd)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1e6
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+def machine_header(ctx: Context, workdir: Path) -> list[str]:
+    health = ctx.health
     return [
         "jobd benchmark",
         f"machine: {os.cpu_count()} CPUs, {platform.platform()}",
-        f"files:   {workdir.parent} on {filesystem_of(workdir)}",
+        f"files:   {workdir.parent} on {filesystem_of(workdir)},"
+        f" file create {ctx.create_us:.0f} us (median)",
         f"python:  {platform.python_implementation()} {platform.python_version()}",
         f"jobd:    {health.get('version', '?')} ({shlex.join(jobd_command())}), "
         f"--workers {os.cpu_count()}",
@@ -824,6 +843,7 @@ def main(argv: list[str] | None = None) -> int:
     res = Results()
     ctx = Context()
     workdir = Path(tempfile.mkdtemp(prefix="jobd-bench-", dir=args.tmp_dir))
+    ctx.create_us = create_cost_us(workdir)
     parts: list[Callable[[argparse.Namespace, Path, Results, Context], None]] = [run_jobs_part]
     if not args.skip_payload:
         parts.append(run_payload_part)
@@ -835,7 +855,7 @@ def main(argv: list[str] | None = None) -> int:
         failure = f"the daemon failed: {exc}"
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(render(res, machine_header(ctx.health, workdir), ctx.notes))
+    print(render(res, machine_header(ctx, workdir), ctx.notes))
     if failure:
         print(f"\n{failure}", file=sys.stderr)
         return 1
