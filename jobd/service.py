@@ -131,15 +131,12 @@ class JobService:
                     " send the job without 'slurml'"
                 )
             job_id = upload.job_id or str(uuid.uuid4())
-            self._check_new(job_id)
+            if self.store.exists(job_id):
+                raise IdTaken(job_id)
             extract(staging / "input.zip", staging / "work", self.limits)
             return self._accept(staging, job_id, upload.timeout or self.config.timeout)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-
-    def _check_new(self, job_id: str) -> None:
-        if self.store.exists(job_id):
-            raise IdTaken(job_id)
 
     def _accept(self, staging: Path, job_id: str, timeout: float | None) -> Job:
         target = self.layout.job_dir(job_id)
@@ -298,22 +295,12 @@ class JobService:
             else f"run.sh exited with code {code}"
         )
         if reason == CANCELLED:
-            status, exit_code, message = (
-                JobStatus.CANCELLED,
-                None,
-                f"cancelled while running; {how}",
-            )
+            status, message = JobStatus.CANCELLED, f"cancelled while running; {how}"
         elif reason == TIMED_OUT:
-            status, exit_code, message = (
-                JobStatus.FAILED,
-                None,
-                f"timed out after {job.timeout:g}s; {how}",
-            )
-        elif code < 0:
-            status, exit_code, message = JobStatus.FAILED, None, how
+            status, message = JobStatus.FAILED, f"timed out after {job.timeout:g}s; {how}"
         else:
-            status = JobStatus.SUCCESS if code == 0 else JobStatus.FAILED
-            exit_code, message = code, how
+            status, message = (JobStatus.SUCCESS if code == 0 else JobStatus.FAILED), how
+        exit_code = code if reason is None and code >= 0 else None  # null once killed
         self._zip_result(job.id)
         self._transition(job.id, status, message, [JobStatus.RUNNING], exit_code)
 
