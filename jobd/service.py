@@ -275,13 +275,11 @@ class JobService:
             ending = active.reason
         if ending:
             self.executor.terminate(run)
-        code = self.executor.wait(run, job.timeout)
-        if code is None:
+        if not self.executor.wait(run, job.timeout):
             with self._lock:
                 active.reason = active.reason or TIMED_OUT
             self.executor.terminate(run)
-            code = run.proc.wait()
-        self.executor.sweep(run)
+        code = self.executor.reap(run)
         if active.reason == SHUTDOWN:
             log.info("job %s: stopped by shutdown; it runs again on restart", job.id)
             return

@@ -6,6 +6,7 @@ import os
 import select
 import signal
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,26 +76,30 @@ class LocalExecutor:
             raise StartError(_start_failure(first_line, exc)) from None
         return Run(proc, procs.start_time(proc.pid))
 
-    def wait(self, run: Run, timeout: float | None) -> int | None:
-        """run.sh's return code, or None if `timeout` passed first."""
-        if timeout is not None:
-            try:
-                if not _exits_within(run.pgid, timeout):
-                    return None
-            except OSError:  # no pidfd (kernel before 5.3): let Popen poll instead
-                try:
-                    return run.proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    return None
-        return run.proc.wait()
+    def wait(self, run: Run, timeout: float | None) -> bool:
+        """Wait until run.sh exits (False if `timeout` passes first), without reaping it:
+        its zombie keeps the process group's number from being reused until `reap`."""
+        if timeout is None:
+            os.waitid(os.P_PID, run.pgid, os.WEXITED | os.WNOWAIT)
+            return True
+        try:
+            return _exits_within(run.pgid, timeout)
+        except OSError:  # no pidfd (kernel before 5.3): poll for the exit instead
+            deadline = time.monotonic() + timeout
+            while os.waitid(os.P_PID, run.pgid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.01)
+            return True
 
     def terminate(self, run: Run) -> None:
         """End the whole process group: SIGTERM, then SIGKILL after the grace period."""
         procs.end_group(run.pgid, self._grace)
 
-    def sweep(self, run: Run) -> None:
-        """Kill what run.sh left behind in its group once it has exited."""
+    def reap(self, run: Run) -> int:
+        """Kill what run.sh left behind in its group, then collect its return code."""
         procs.signal_group(run.pgid, signal.SIGKILL)
+        return run.proc.wait()
 
 
 def _exits_within(pid: int, timeout: float) -> bool:
