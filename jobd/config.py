@@ -199,6 +199,30 @@ OPTIONS: tuple[Option, ...] = (
         "DUR",
     ),
     Option(
+        "slurm_partition",
+        ("JOBD_SLURM_PARTITION",),
+        None,
+        str,
+        "default partition of Slurm jobs; a job's own #SBATCH lines win",
+        "NAME",
+    ),
+    Option(
+        "slurm_account",
+        ("JOBD_SLURM_ACCOUNT",),
+        None,
+        str,
+        "default account of Slurm jobs; a job's own #SBATCH lines win",
+        "NAME",
+    ),
+    Option(
+        "slurm_args",
+        ("JOBD_SLURM_ARGS",),
+        None,
+        str,
+        "more default sbatch options, e.g. '--time=1:00:00 --mem=4G'; a job's own win",
+        "ARGS",
+    ),
+    Option(
         "threads",
         ("JOBD_THREADS",),
         "64",
@@ -224,6 +248,9 @@ class Config:
     pending_status: int = 206
     on_restart: str = "rerun"
     kill_grace: float = 5.0
+    slurm_partition: str | None = None
+    slurm_account: str | None = None
+    slurm_args: str | None = None
     threads: int = 64
 
     @classmethod

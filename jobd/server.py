@@ -16,6 +16,7 @@ from jobd.app import create_app
 from jobd.config import Config
 from jobd.errors import DataDirBusy
 from jobd.executors.local import LocalExecutor
+from jobd.executors.slurm import SlurmExecutor
 from jobd.frozen import exit_with_launcher
 from jobd.layout import Layout
 from jobd.service import JobService
@@ -80,7 +81,10 @@ def serve(config: Config) -> int:
         return 1
     exit_with_launcher()
     store = Store(layout.db)
-    service = JobService(config, store, layout, LocalExecutor(os.environ, config.kill_grace))
+    slurm = SlurmExecutor(
+        os.environ, config.slurm_partition, config.slurm_account, config.slurm_args
+    )
+    service = JobService(config, store, layout, LocalExecutor(os.environ, config.kill_grace), slurm)
     service.recover()
     try:
         server = waitress.create_server(

@@ -22,10 +22,12 @@ from jobd.archive import Base64Writer, Limits, extract, zip_directory
 from jobd.config import Config
 from jobd.errors import Conflict, Gone, IdTaken, JobdError, NotFound, Unavailable
 from jobd.executors.local import STDERR, STDOUT, LocalExecutor, Run, StartError
+from jobd.executors.slurm import SlurmExecutor
 from jobd.layout import Layout
 from jobd.models import TERMINAL, Job, JobStatus, valid_job_id
+from jobd.slurm_jobs import SlurmJobs
 from jobd.store import Store
-from jobd.upload import read_upload
+from jobd.upload import Upload, read_upload
 
 log = logging.getLogger("jobd")
 
@@ -43,11 +45,19 @@ class _Active:
 
 
 class JobService:
-    def __init__(self, config: Config, store: Store, layout: Layout, executor: LocalExecutor):
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        layout: Layout,
+        executor: LocalExecutor,
+        slurm: SlurmExecutor,
+    ) -> None:
         self.config = config
         self.store = store
         self.layout = layout
         self.executor = executor
+        self.slurm = SlurmJobs(store, layout, slurm, self._transition, self._zip_result)
         self.limits = Limits(config.max_unpacked, config.max_files)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -67,7 +77,9 @@ class JobService:
             if name not in live:  # accepted on disk but never recorded, or expired
                 shutil.rmtree(self.layout.jobs / name, ignore_errors=True)
         for job in self.store.with_status(JobStatus.RUNNING):
-            self._recover_running(job)
+            if not job.slurml:  # Slurm jobs ran on in Slurm: the tracker re-attaches
+                self._recover_running(job)
+        self.slurm.recover()
 
     def _recover_running(self, job: Job) -> None:
         if job.pgid and procs.end_leftover_group(job.pgid, job.pgid_start):
@@ -94,6 +106,7 @@ class JobService:
         for number in range(self.config.workers):
             self._spawn(self._work, f"worker-{number}")
         self._spawn(self._expire_loop, "retention")
+        self.slurm.start()
 
     def _spawn(self, target: object, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
@@ -103,6 +116,7 @@ class JobService:
     def stop(self) -> None:
         """Stop dispatching and end running jobs; they stay RUNNING and run again on restart."""
         self._stopping.set()
+        self.slurm.stop()
         with self._lock:
             self._wake.notify_all()
             runs = []
@@ -125,35 +139,49 @@ class JobService:
                 decoder = Base64Writer(kept)
                 upload = read_upload(body, limit, decoder.write)
                 decoder.close()
-            if upload.slurml:
-                raise Unavailable(
-                    "this jobd cannot run Slurm jobs ('slurml': true): no Slurm backend here;"
-                    " send the job without 'slurml'"
-                )
             job_id = upload.job_id or str(uuid.uuid4())
             if self.store.exists(job_id):
                 raise IdTaken(job_id)
             extract(staging / "input.zip", staging / "work", self.limits)
-            return self._accept(staging, job_id, upload.timeout or self.config.timeout)
+            if upload.slurml:
+                self.slurm.check_available()
+            job = self._accept(staging, job_id, upload)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        if upload.slurml:
+            try:
+                return self.slurm.submit(job, upload.slurm_options)
+            except Unavailable:
+                self.store.delete(job_id)
+                self.layout.remove_job(job_id)
+                raise
+        return job
 
-    def _accept(self, staging: Path, job_id: str, timeout: float | None) -> Job:
+    def _accept(self, staging: Path, job_id: str, upload: Upload) -> Job:
         target = self.layout.job_dir(job_id)
         try:
             os.rename(staging, target)  # claims the ID on disk: a racing twin fails here
         except OSError:
             raise IdTaken(job_id) from None
         now = time.time()
-        job = Job(job_id, JobStatus.QUEUED, timeout=timeout, created_at=now, updated_at=now)
+        timeout = upload.timeout or self.config.timeout
+        job = Job(
+            job_id,
+            JobStatus.QUEUED,
+            slurml=upload.slurml,
+            timeout=timeout,
+            created_at=now,
+            updated_at=now,
+        )
         try:
             self.store.insert(job)
         except JobdError:
             shutil.rmtree(target, ignore_errors=True)
             raise
         log.info("job %s: QUEUED", job_id)
-        with self._lock:
-            self._wake.notify()
+        if not job.slurml:
+            with self._lock:
+                self._wake.notify()
         return job
 
     # -- read -------------------------------------------------------------------------------
@@ -206,6 +234,10 @@ class JobService:
     def cancel(self, job_id: str) -> Job:
         """Cancel a queued or running job; returns once its process group is gone."""
         job = self.get(job_id)
+        if job.slurml and not job.status.terminal:
+            if not job.slurm_id:
+                raise Unavailable(f"job {job_id!r} is being submitted to Slurm; try again")
+            return self.slurm.cancel(job)
         if job.status is JobStatus.QUEUED:
             self._zip_result(job_id)  # its inputs; built first so GET never sees it missing
             cancelled = self._transition(

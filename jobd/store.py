@@ -198,16 +198,43 @@ class Store:
         now = time.time()
         sources = [status.value for status in allowed_from]
         finished = now if to.terminal else None
+        started = now if to is JobStatus.RUNNING else None
         with self._tx() as db:
             cursor = db.execute(
                 f"UPDATE jobs SET status = ?, message = ?, exit_code = ?, finished_at = ?,"
-                f" updated_at = ? WHERE id = ? AND status IN ({','.join('?' * len(sources))})",
-                (to.value, message, exit_code, finished, now, job_id, *sources),
+                f" started_at = COALESCE(?, started_at), updated_at = ?"
+                f" WHERE id = ? AND status IN ({','.join('?' * len(sources))})",
+                (to.value, message, exit_code, finished, started, now, job_id, *sources),
             )
             if cursor.rowcount == 0:
                 return None
             row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _row_to_job(row)
+
+    def set_slurm_id(self, job_id: str, slurm_id: int, message: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET slurm_id = ?, message = ?, updated_at = ? WHERE id = ?",
+                (slurm_id, message, time.time(), job_id),
+            )
+
+    def set_message(self, job_id: str, message: str) -> None:
+        """A new Message for a job that stays in its state (e.g. Slurm's pending reason)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET message = ?, updated_at = ? WHERE id = ? AND message != ?",
+                (message, time.time(), job_id, message),
+            )
+
+    def delete(self, job_id: str) -> None:
+        """Forget a job that was never accepted (its submission to Slurm failed)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def unfinished_slurm(self) -> list[Job]:
+        return self._query(
+            "WHERE slurml = 1 AND status IN ('QUEUED', 'RUNNING') AND expired = 0 ORDER BY seq"
+        )
 
     def expire_finished_before(self, cutoff: float) -> list[str]:
         """Turn finished jobs older than `cutoff` into tombstones; their files go next."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -19,6 +20,7 @@ class Upload:
     job_id: str | None
     slurml: bool
     timeout: float | None
+    slurm_options: tuple[str, ...]
     fields: dict[str, object]
 
 
@@ -47,7 +49,10 @@ def _validate(fields: dict[str, object]) -> Upload:
         if not isinstance(value, bool) and value is not None:
             raise BadRequest(f"'{key}' must be true or false, not {value!r}")
         slurml = slurml or bool(value)
-    return Upload(job_id, slurml, _timeout(fields.get("timeout")), fields)
+    options = _slurm_options(fields.get("slurm_options"))
+    if options and not slurml:
+        raise BadRequest("'slurm_options' apply only to Slurm jobs: add \"slurml\": true")
+    return Upload(job_id, slurml, _timeout(fields.get("timeout")), options, fields)
 
 
 def _timeout(value: object) -> float | None:
@@ -65,3 +70,37 @@ def _timeout(value: object) -> float | None:
     if value == float("inf"):
         return None
     return float(value)
+
+
+#: The sbatch options a job may set in its upload: name -> (sbatch flag, allowed values).
+SLURM_OPTIONS = {
+    "cpus": ("--cpus-per-task", re.compile(r"[1-9][0-9]{0,4}"), "a whole number, e.g. 4"),
+    "memory": ("--mem", re.compile(r"[1-9][0-9]{0,9}[KMGT]?"), "like 512M or 4G"),
+    "time": (
+        "--time",
+        re.compile(r"(\d{1,3}-)?\d{1,4}(:\d{1,2}){0,2}"),
+        "minutes, or like 1:30:00 or 2-00:00:00",
+    ),
+    "partition": ("--partition", re.compile(r"[A-Za-z0-9_.-]{1,64}"), "a partition name"),
+    "gres": ("--gres", re.compile(r"[A-Za-z0-9_.:,-]{1,128}"), "like gpu:1"),
+}
+
+
+def _slurm_options(value: object) -> tuple[str, ...]:
+    """sbatch options from the upload's `slurm_options`, each checked against the allow-list."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise BadRequest('\'slurm_options\' must be an object like {"cpus": 4, "time": "1:00:00"}')
+    options = []
+    for name, raw in value.items():
+        if name not in SLURM_OPTIONS:
+            raise BadRequest(
+                f"'slurm_options' has {name!r}; allowed are {', '.join(SLURM_OPTIONS)}"
+            )
+        flag, pattern, shape = SLURM_OPTIONS[name]
+        text = str(raw) if isinstance(raw, (str, int)) and not isinstance(raw, bool) else ""
+        if not pattern.fullmatch(text):
+            raise BadRequest(f"'slurm_options.{name}' is {raw!r}; it must be {shape}")
+        options.append(f"{flag}={text}")
+    return tuple(options)
