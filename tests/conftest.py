@@ -169,8 +169,10 @@ def assert_job_shape(job: dict[str, Any]) -> None:
     assert isinstance(job["ID"], str) and job["ID"], job
     assert isinstance(job["Message"], str), job
     assert isinstance(job["Output"], str), job
-    assert job["SlurmID"] == 0, job
     assert isinstance(job["Slurml"], bool), job
+    assert isinstance(job["SlurmID"], int), job
+    if not job["Slurml"]:
+        assert job["SlurmID"] == 0, job  # as the Go jobd sends for local jobs
     assert RFC3339.match(job["LastUpdated"] or ""), f"LastUpdated is not RFC 3339: {job}"
     assert RFC3339.match(job["CreatedAt"] or ""), f"CreatedAt is not RFC 3339: {job}"
     for key in ("StartedAt", "FinishedAt"):
