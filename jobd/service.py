@@ -227,6 +227,7 @@ class JobService:
             "queued": counts[JobStatus.QUEUED.value],
             "running": counts[JobStatus.RUNNING.value],
             "jobs": counts,
+            "slurm": self.slurm.executor.missing() or "available",
         }
 
     # -- cancel -----------------------------------------------------------------------------

@@ -94,6 +94,7 @@ class SlurmExecutor:
         """Write the wrapper: the daemon's defaults, then run.sh's own #SBATCH lines, then the
         upload's options; a later directive wins. Kept, so a submission can be redone."""
         run_sh = (workdir / "run.sh").read_bytes()
+        exit_file = shlex.quote(str(jobdir / EXIT_FILE))
         start = "./run.sh" if run_sh.startswith(b"#!") else "/bin/sh ./run.sh"
         lines = ["#!/bin/sh"]
         lines += [f"#SBATCH {option}" for option in self._defaults]
@@ -103,7 +104,8 @@ class SlurmExecutor:
             f"cd {shlex.quote(str(workdir))} || exit 1",
             start,
             "code=$?",
-            f'echo "$code" > {shlex.quote(str(jobdir / EXIT_FILE))}',
+            # written whole or not at all: Slurm's own state tells the rest (killed, timed out)
+            f'echo "$code" > {exit_file}.part && mv {exit_file}.part {exit_file}',
             'exit "$code"',
         ]
         (jobdir / WRAPPER).write_text("\n".join(lines) + "\n")
