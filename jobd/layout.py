@@ -19,10 +19,10 @@ class Layout:
     """
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.jobs = root / "jobs"
-        self.tmp = root / "tmp"
-        self.db = root / "jobd.db"
+        self.root = root.absolute()  # paths go to sbatch and to other processes' working dirs
+        self.jobs = self.root / "jobs"
+        self.tmp = self.root / "tmp"
+        self.db = self.root / "jobd.db"
         self._lock_fd: int | None = None
 
     def prepare(self) -> None:

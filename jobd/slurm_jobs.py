@@ -21,6 +21,8 @@ log = logging.getLogger("jobd")
 
 #: Poll intervals: fast right after a change or a submission, slower while nothing moves.
 FASTEST, SLOWEST = 0.2, 5.0
+#: How long polling stays fastest after a submission or a change.
+FAST_FOR = 3.0
 _UNFINISHED = [JobStatus.QUEUED, JobStatus.RUNNING]
 
 #: The service's one way to change a job's state: (job_id, to, message, from, exit code).
@@ -97,24 +99,26 @@ class SlurmJobs:
             self._thread.join(timeout=30)
 
     def _track(self) -> None:
-        interval = FASTEST
+        interval, busy_until = FASTEST, 0.0
         while not self._stopping.is_set():
             jobs = [job for job in self.store.unfinished_slurm() if job.slurm_id]
             if not jobs:
                 self._kick.wait()  # nothing to follow: sleep until a submission
+            else:
+                try:
+                    states = self.executor.states(job.slurm_id for job in jobs)
+                    changed = any([self._apply(job, states.get(job.slurm_id)) for job in jobs])
+                except SlurmError as exc:
+                    log.warning("cannot ask Slurm about its jobs: %s", exc)
+                    changed = False
+                if changed:
+                    busy_until = time.monotonic() + FAST_FOR
+                quiet = time.monotonic() > busy_until
+                interval = min(interval * 1.5, SLOWEST) if quiet else FASTEST
+                self._kick.wait(interval)
+            if self._kick.is_set():  # a submission: short jobs end within seconds
                 self._kick.clear()
-                interval = FASTEST
-                continue
-            try:
-                states = self.executor.states(job.slurm_id for job in jobs)
-                changed = [self._apply(job, states.get(job.slurm_id)) for job in jobs]
-            except SlurmError as exc:
-                log.warning("cannot ask Slurm about its jobs: %s", exc)
-                changed = []
-            interval = FASTEST if any(changed) else min(interval * 1.5, SLOWEST)
-            if self._kick.wait(interval):
-                self._kick.clear()
-                interval = FASTEST
+                interval, busy_until = FASTEST, time.monotonic() + FAST_FOR
 
     def _apply(self, job: Job, seen: SlurmJob | None) -> bool:
         """Bring the job up to what Slurm says; True if anything changed."""
@@ -151,12 +155,11 @@ class SlurmJobs:
         code, signal_number = seen.status >> 8, seen.status & 0x7F
         if seen.state == "COMPLETED":
             return self._end(job, JobStatus.SUCCESS, "run.sh exited with code 0", 0)
-        if seen.state == "FAILED" and not signal_number:
+        if seen.state == "FAILED" and seen.reason == "NonZeroExitCode" and not signal_number:
             return self._end(job, JobStatus.FAILED, f"run.sh exited with code {code}", code)
-        reason = f" ({seen.reason})" if seen.reason not in ("", "None") else ""
-        if seen.state == "CANCELLED":
-            return self._end(job, JobStatus.CANCELLED, seen.ending() + reason, None)
-        return self._end(job, JobStatus.FAILED, seen.ending() + reason, None)
+        reason = f" (reason: {seen.reason})" if seen.reason not in ("", "None") else ""
+        status = JobStatus.CANCELLED if seen.state == "CANCELLED" else JobStatus.FAILED
+        return self._end(job, status, seen.ending() + reason, None)
 
     def _end(self, job: Job, status: JobStatus, message: str, exit_code: int | None) -> bool:
         self._zip_result(job.id)

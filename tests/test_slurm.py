@@ -16,6 +16,7 @@ import pytest
 from conftest import (
     REPO_ROOT,
     assert_error,
+    free_port,
     output_files,
     proc_gone,
     read_pids,
@@ -48,7 +49,8 @@ def slurm_conf() -> Iterator[str]:
 def slurm_jobd(jobd, slurm_conf: str):
     def start(*flags: str, **kwargs):
         env = {"SLURM_CONF": slurm_conf, **kwargs.pop("env", {})}
-        return jobd.start("--kill-grace", "1s", *flags, env=env, **kwargs)
+        flags = flags if "argv" in kwargs else ("--kill-grace", "1s", *flags)
+        return jobd.start(*flags, env=env, **kwargs)
 
     yield start
     # Slurm jobs outlive the daemon by design; the test cluster is this suite's alone
@@ -94,8 +96,11 @@ def test_round_trip_through_slurm(slurm_jobd, slurm_conf: str) -> None:
     assert squeue_names(slurm_conf, job_id) == [str(done["SlurmID"])]
 
 
-def test_exit_code_and_the_slurm_alias(slurm_jobd) -> None:
-    daemon = slurm_jobd()
+def test_exit_code_and_the_slurm_alias(slurm_jobd, tmp_path: Path) -> None:
+    # a relative --data-dir (the default is ./data): Slurm must still get absolute paths
+    port = free_port()
+    argv = ["serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", "rel"]
+    daemon = slurm_jobd(argv=argv, port=port, data_dir=tmp_path / "rel")
     job_id = unique_id("slurm")
     daemon.submit({"run.sh": script("exit 3")}, job_id=job_id, slurm=True)
     done = daemon.wait_done(job_id)

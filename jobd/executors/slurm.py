@@ -22,7 +22,7 @@ _SQUEUE_FORMAT = "JobID:|,State:|,Reason:|,exit_code:|"
 #: Slurm's end states, and how each reads in a job's Message.
 _END_STATES = {
     "COMPLETED": "",
-    "FAILED": "",
+    "FAILED": "Slurm FAILED: the job could not run to its end",
     "CANCELLED": "Slurm CANCELLED: the job was cancelled",
     "TIMEOUT": "Slurm TIMEOUT: time limit exceeded",
     "OUT_OF_MEMORY": "Slurm OUT_OF_MEMORY: the job ran out of memory (raise --mem)",
