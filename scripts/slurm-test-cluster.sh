@@ -107,7 +107,7 @@ CONF
 }
 
 case "$cmd" in
-    up) up ;;
+    up) up || { down; exit 1; } ;;  # a half-started cluster stops what it did start
     down) down ;;
     *) echo "usage: $0 up|down DIR" >&2; exit 2 ;;
 esac
