@@ -99,6 +99,9 @@ def serve(config: Config) -> int:
             channel_timeout=2 * 60,
             asyncore_use_poll=True,
             ident="jobd",
+            # send each piece as soon as it is written, from the request's own thread: no hop
+            # to the main loop per response, and followed logs arrive line by line
+            send_bytes=1,
         )
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror)
