@@ -11,9 +11,9 @@ import os
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-from bottle import Bottle, HTTPError, HTTPResponse, request, response
+from bottle import Bottle, FormsDict, HTTPError, HTTPResponse, request, response
 
-from jobd.archive import base64_chunks_of, base64_length
+from jobd.archive import CHUNK, base64_chunks_of, base64_length
 from jobd.config import Config
 from jobd.errors import BadRequest, JobdError, TooLarge, Unauthorized
 from jobd.models import Job
@@ -81,6 +81,16 @@ def _require_token(token: str | None) -> Callable[[Callable[..., object]], Calla
     return plugin
 
 
+def parse_flag(query: FormsDict, name: str) -> bool:
+    """`?name=true` and the like; anything but a clear yes or no is a 400."""
+    value = query.get(name, "").lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise BadRequest(f"'{name}' must be true or false, not {query.get(name)!r}")
+
+
 def parse_wait(value: str | None) -> float:
     """`?wait=` in seconds: fractions allowed, clamped to 60."""
     if value is None or value == "":
@@ -94,23 +104,32 @@ def parse_wait(value: str | None) -> float:
     return min(seconds, MAX_WAIT)
 
 
-def _with_output(job: Job, result: BinaryIO, size: int) -> HTTPResponse:
-    """The job object with Output streamed as base64 from the result zip, never held whole."""
+def _with_output(job: Job, zipped: BinaryIO, status: int) -> HTTPResponse:
+    """The job object with Output streamed as base64 from a zip file, never held whole."""
     body = job.wire()
     del body["Output"]
     head = (json.dumps(body)[:-1] + ', "Output": "').encode()
     tail = b'"}'
+    size = os.fstat(zipped.fileno()).st_size
 
     def stream() -> Iterator[bytes]:
-        with result:
+        with zipped:
             yield head
-            yield from base64_chunks_of(result)
+            yield from base64_chunks_of(zipped)
             yield tail
 
     length = len(head) + base64_length(size) + len(tail)
     return HTTPResponse(
-        stream(), 200, {"Content-Type": "application/json", "Content-Length": str(length)}
+        stream(), status, {"Content-Type": "application/json", "Content-Length": str(length)}
     )
+
+
+def _read_all(source: BinaryIO, size: int) -> Iterator[bytes]:
+    """`size` bytes of an open file in pieces (it may grow meanwhile: Content-Length holds)."""
+    with source:
+        while size > 0 and (block := source.read(min(CHUNK, size))):
+            size -= len(block)
+            yield block
 
 
 def create_app(config: Config, service: JobService) -> Bottle:
@@ -141,11 +160,31 @@ def create_app(config: Config, service: JobService) -> Bottle:
     @app.get("/api/get/<job_id>")
     def get(job_id: str) -> HTTPResponse:
         request.environ["jobd.job_id"] = job_id
+        partial = parse_flag(request.query, "partial")
         job = service.wait(job_id, parse_wait(request.query.get("wait")))
-        if not job.status.terminal:
-            return json_response(job.wire(), config.pending_status)
-        result = open(service.result_path(job), "rb")  # noqa: SIM115 - closed by the stream
-        return _with_output(job, result, os.fstat(result.fileno()).st_size)
+        if job.status.terminal:
+            return _with_output(job, service.result(job), 200)
+        if partial:
+            return _with_output(job, service.snapshot(job), config.pending_status)
+        return json_response(job.wire(), config.pending_status)
+
+    @app.get("/api/logs/<job_id>")
+    def logs(job_id: str) -> HTTPResponse:
+        request.environ["jobd.job_id"] = job_id
+        stream = request.query.get("stream", "stdout")
+        if stream not in ("stdout", "stderr"):
+            raise BadRequest(f"'stream' must be stdout or stderr, not {stream!r}")
+        job = service.get(job_id)
+        path = service.log_path(job, stream)
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if parse_flag(request.query, "follow"):
+            return HTTPResponse(service.follow(job_id, path), 200, headers)
+        try:
+            log_file = open(path, "rb")  # noqa: SIM115 - closed by the stream
+        except FileNotFoundError:
+            return HTTPResponse(b"", 200, headers)  # not started yet
+        size = os.fstat(log_file.fileno()).st_size
+        return HTTPResponse(_read_all(log_file, size), 200, headers | {"Content-Length": str(size)})
 
     @app.post("/api/cancel/<job_id>")
     def cancel(job_id: str) -> HTTPResponse:

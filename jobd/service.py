@@ -13,12 +13,13 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from jobd import __version__, procs
-from jobd.archive import Base64Writer, Limits, extract, zip_directory
+from jobd.archive import CHUNK, Base64Writer, Limits, extract, zip_directory
 from jobd.config import Config
 from jobd.errors import Conflict, Gone, IdTaken, JobdError, NotFound, Unavailable
 from jobd.executors.local import STDERR, STDOUT, LocalExecutor, Run, StartError
@@ -30,6 +31,9 @@ from jobd.store import Store
 from jobd.upload import Upload, read_upload
 
 log = logging.getLogger("jobd")
+
+#: How often a followed log is read again while its job runs (files give no wake-up).
+FOLLOW_POLL = 0.1
 
 #: Why jobd itself ended a run; decides the final state.
 CANCELLED, TIMED_OUT, SHUTDOWN = "cancelled", "timed out", "shutdown"
@@ -215,8 +219,38 @@ class JobService:
         finally:
             self._poll_slots.release()
 
-    def result_path(self, job: Job) -> Path:
-        return self.layout.result_zip(job.id)
+    def result(self, job: Job) -> BinaryIO:
+        """The finished job's result zip, opened."""
+        return open(self.layout.result_zip(job.id), "rb")
+
+    def snapshot(self, job: Job) -> BinaryIO:
+        """A zip of the job's directory as it is now, opened; the file is gone once closed."""
+        path = self.layout.staging() / "partial.zip"
+        try:
+            zip_directory(self.layout.work_dir(job.id), path)
+            return open(path, "rb")
+        finally:
+            shutil.rmtree(path.parent, ignore_errors=True)  # an open file outlives its name
+
+    def log_path(self, job: Job, stream: str) -> Path:
+        return self.layout.work_dir(job.id) / (STDERR if stream == "stderr" else STDOUT)
+
+    def follow(self, job_id: str, path: Path) -> Iterator[bytes]:
+        """What is written to `path` from its start until the job ends, as it is written."""
+        if not self._poll_slots.acquire(blocking=False):
+            raise Unavailable("too many clients follow logs or long-poll now; try again")
+        try:
+            offset = 0
+            while True:
+                finished = self.get(job_id).status.terminal
+                offset = yield from _read_from(path, offset)
+                if finished:
+                    return
+                with self._lock:
+                    event = self._finished.setdefault(job_id, threading.Event())
+                event.wait(FOLLOW_POLL)
+        finally:
+            self._poll_slots.release()
 
     def health(self) -> dict[str, object]:
         counts = self.store.counts()
@@ -372,3 +406,18 @@ class JobService:
         for job_id in self.store.expire_finished_before(time.time() - self.config.retention):
             self.layout.remove_job(job_id)
             log.info("job %s: removed after the retention period", job_id)
+
+
+def _read_from(path: Path, offset: int) -> Iterator[bytes]:
+    """Yield what the file holds past `offset`, in bounded pieces; returns the new offset."""
+    try:
+        with open(path, "rb") as log_file:
+            if os.fstat(log_file.fileno()).st_size < offset:
+                offset = 0  # truncated: the job started again
+            log_file.seek(offset)
+            while block := log_file.read(CHUNK):
+                offset += len(block)
+                yield block
+    except FileNotFoundError:
+        pass
+    return offset
