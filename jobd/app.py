@@ -13,10 +13,11 @@ from typing import BinaryIO
 
 from bottle import Bottle, FormsDict, HTTPError, HTTPResponse, request, response
 
-from jobd.archive import CHUNK, base64_chunks_of, base64_length
+from jobd import __version__
+from jobd.archive import CHUNK, base64_chunks_of, base64_length, path_problem
 from jobd.config import Config
-from jobd.errors import BadRequest, JobdError, TooLarge, Unauthorized
-from jobd.models import Job
+from jobd.errors import BadRequest, Conflict, JobdError, TooLarge, Unauthorized
+from jobd.models import Job, JobStatus
 from jobd.service import JobService
 
 log = logging.getLogger("jobd")
@@ -178,7 +179,7 @@ def create_app(config: Config, service: JobService) -> Bottle:
         path = service.log_path(job, stream)
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if parse_flag(request.query, "follow"):
-            return HTTPResponse(service.follow(job_id, path), 200, headers)
+            return HTTPResponse(service.follow(job.id, path), 200, headers)
         try:
             log_file = open(path, "rb")  # noqa: SIM115 - closed by the stream
         except FileNotFoundError:
@@ -191,7 +192,82 @@ def create_app(config: Config, service: JobService) -> Bottle:
         request.environ["jobd.job_id"] = job_id
         return json_response(service.cancel(job_id).wire())
 
+    _orchestrator_routes(app, config, service)
     return app
+
+
+def _orchestrator_routes(app: Bottle, config: Config, service: JobService) -> None:
+    """job-orchestrator's client protocol, on the same jobs: its integer IDs are `IntID`."""
+
+    @app.get("/")
+    def ping() -> HTTPResponse:
+        return HTTPResponse(f"jobd {__version__}\n", 200, {"Content-Type": "text/plain"})
+
+    @app.get("/load")
+    def load() -> HTTPResponse:
+        return HTTPResponse(json.dumps(service.load()), 200, {"Content-Type": "application/json"})
+
+    @app.post("/submit")
+    def submit() -> HTTPResponse:
+        if request.content_length > config.max_upload:
+            raise TooLarge(
+                f"the body is {request.content_length} bytes; this jobd accepts at most"
+                f" {config.max_upload} (see --max-upload)"
+            )
+        try:
+            uploads = request.files.allitems()
+        except Exception as exc:  # Bottle's multipart parser has no error class of its own
+            raise BadRequest(f"the body is not valid multipart/form-data: {exc}") from None
+        if not uploads:
+            raise BadRequest("send the job's files as multipart/form-data parts, run.sh among them")
+        parts = [(_part_path(name, upload.raw_filename), upload.file) for name, upload in uploads]
+        job = service.submit_files(parts)
+        request.environ["jobd.job_id"] = job.id
+        return json_response(job.payload(service.workdir(job)))
+
+    @app.get("/retrieve/<number:int>")
+    def retrieve(number: int) -> HTTPResponse:
+        job = service.get_by_number(number)
+        request.environ["jobd.job_id"] = job.id
+        if job.status is JobStatus.SUCCESS and not job.expired:
+            return _zip_response(service.result(job))
+        return json_response(job.payload(service.workdir(job)))
+
+    @app.get("/retrieve_partial/<number:int>")
+    def retrieve_partial(number: int) -> HTTPResponse:
+        job = service.get(service.get_by_number(number).id)
+        request.environ["jobd.job_id"] = job.id
+        return _zip_response(service.result(job) if job.status.terminal else service.snapshot(job))
+
+    @app.post("/kill/<number:int>")
+    def kill(number: int) -> HTTPResponse:
+        job = service.get_by_number(number)
+        request.environ["jobd.job_id"] = job.id
+        if not job.status.terminal and not job.expired:
+            try:
+                job = service.cancel(job.id)
+            except Conflict:  # it ended meanwhile: nothing left to kill
+                job = service.get_by_number(number)
+            except JobdError as exc:
+                return error_response(500, "internal_error", f"could not kill: {exc.message}")
+        return json_response(job.payload(service.workdir(job)))
+
+
+def _part_path(name: str, filename: str | None) -> str:
+    """Where a /submit part goes: its name when that is a relative path ending in its file
+    name (job-orchestrator's way), else its file name (curl -F file=@x's way)."""
+    for what, value in (("name", name), ("file name", filename or "")):
+        problem = path_problem(value)
+        if problem:
+            raise BadRequest(f"the part {what} {value!r} {problem}; paths must stay inside the job")
+    assert filename is not None
+    return name if name == filename or name.endswith("/" + filename) else filename
+
+
+def _zip_response(zipped: BinaryIO) -> HTTPResponse:
+    size = os.fstat(zipped.fileno()).st_size
+    headers = {"Content-Type": "application/zip", "Content-Length": str(size)}
+    return HTTPResponse(_read_all(zipped, size), 200, headers)
 
 
 def _bottle_error(code: str, error: HTTPError) -> str:

@@ -106,7 +106,10 @@ def base64_chunks_of(source: BinaryIO) -> Iterator[bytes]:
         yield base64.b64encode(block)
 
 
-def _unsafe_reason(name: str) -> str | None:
+def path_problem(name: str) -> str | None:
+    """What makes a name from a client unusable as a path inside a job; None if it is fine."""
+    if not name.strip("/"):
+        return "is empty"
     parts = name.replace("\\", "/").split("/")
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         return "is an absolute path"
@@ -150,7 +153,7 @@ def check_zip(archive: zipfile.ZipFile, limits: Limits) -> list[zipfile.ZipInfo]
     seen: set[str] = set()
     for info in entries:
         name = _normal_name(info)
-        reason = _unsafe_reason(info.filename)
+        reason = path_problem(info.filename)
         if reason:
             raise BadRequest(
                 f"zip entry {info.filename!r} {reason}; paths must stay inside the job"
@@ -212,6 +215,35 @@ def _extract_one(
                 )
             out.write(block)
     return written
+
+
+def write_files(parts: list[tuple[str, BinaryIO]], dest: Path, limits: Limits) -> None:
+    """Store named streams under `dest` with the same path rules and limits as a zip's entries."""
+    if len(parts) > limits.max_files:
+        raise TooLarge(f"{len(parts)} files; this jobd accepts at most {limits.max_files}")
+    for name, _ in parts:
+        reason = path_problem(name)
+        if reason:
+            raise BadRequest(f"the file name {name!r} {reason}; paths must stay inside the job")
+    if "run.sh" not in {name.lstrip("./") for name, _ in parts}:
+        raise BadRequest("no run.sh among the files; send run.sh next to the inputs")
+    written = 0
+    for name, stream in parts:
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        mode = 0o755 if target == dest / "run.sh" else 0o644
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        except FileExistsError:
+            raise BadRequest(f"the file {name!r} is sent twice") from None
+        except OSError as exc:
+            raise BadRequest(f"the file {name!r} cannot be stored: {exc.strerror}") from None
+        with os.fdopen(fd, "wb") as out:
+            while block := stream.read(CHUNK):
+                written += len(block)
+                if written > limits.max_unpacked:
+                    raise TooLarge(f"the files hold more than {limits.max_unpacked} bytes")
+                out.write(block)
 
 
 def zip_directory(root: Path, dest: Path) -> None:

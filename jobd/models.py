@@ -26,6 +26,16 @@ class JobStatus(str, Enum):
 TERMINAL = frozenset({JobStatus.SUCCESS, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
+#: job-orchestrator's payload states, spelled as its deserializer expects.
+_PAYLOAD_STATUS = {
+    JobStatus.QUEUED: "Prepared",
+    JobStatus.RUNNING: "Running",
+    JobStatus.SUCCESS: "Completed",
+    JobStatus.FAILED: "Failed",
+    JobStatus.CANCELLED: "Killed",
+}
+
+
 def valid_job_id(job_id: str) -> bool:
     return JOB_ID_PATTERN.fullmatch(job_id) is not None
 
@@ -73,4 +83,16 @@ class Job:
             "StartedAt": rfc3339(self.started_at),
             "FinishedAt": rfc3339(self.finished_at),
             "Timeout": self.timeout,
+            "IntID": self.seq,  # the ID of job-orchestrator's routes (/retrieve/<n>, /kill/<n>)
+        }
+
+    def payload(self, workdir: str) -> dict[str, object]:
+        """The job as job-orchestrator's client protocol shows it; every key is required."""
+        return {
+            "id": self.seq,
+            "input": {},
+            "status": "Cleaned" if self.expired else _PAYLOAD_STATUS[self.status],
+            "loc": workdir,
+            "pid": self.pgid or 0,
+            "killed": self.status is JobStatus.CANCELLED,
         }

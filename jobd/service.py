@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from jobd import __version__, procs
-from jobd.archive import CHUNK, Base64Writer, Limits, extract, zip_directory
+from jobd.archive import CHUNK, Base64Writer, Limits, extract, write_files, zip_directory
 from jobd.config import Config
 from jobd.errors import Conflict, Gone, IdTaken, JobdError, NotFound, Unavailable
 from jobd.executors.local import STDERR, STDOUT, LocalExecutor, Run, StartError
@@ -161,6 +161,32 @@ class JobService:
                 raise
         return job
 
+    def submit_files(self, parts: list[tuple[str, BinaryIO]]) -> Job:
+        """A job from separate files (job-orchestrator's /submit): run locally, ID generated.
+        The files are zipped as the kept input, so a restart can run the job again."""
+        staging = self.layout.staging()
+        try:
+            write_files(parts, staging / "work", self.limits)
+            zip_directory(staging / "work", staging / "input.zip")
+            upload = Upload(None, False, None, (), {})
+            return self._accept(staging, str(uuid.uuid4()), upload)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def get_by_number(self, number: int) -> Job:
+        """The job with this small integer ID (job-orchestrator's routes use it)."""
+        job = self.store.get_by_seq(number)
+        if job is None:
+            raise NotFound(f"there is no job number {number}")
+        return job
+
+    def workdir(self, job: Job) -> str:
+        return str(self.layout.work_dir(job.id))
+
+    def load(self) -> float:
+        """CPU load as a percentage of this machine's CPUs (the 1-minute average), 0 to 100."""
+        return round(min(100.0, os.getloadavg()[0] / (os.cpu_count() or 1) * 100), 1)
+
     def _accept(self, staging: Path, job_id: str, upload: Upload) -> Job:
         target = self.layout.job_dir(job_id)
         try:
@@ -191,7 +217,10 @@ class JobService:
     # -- read -------------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job:
+        """By its ID, or by its integer ID (IntID) when no job has that string as its ID."""
         job = self.store.get(job_id) if valid_job_id(job_id) else None
+        if job is None and job_id.isdigit() and len(job_id) < 19:
+            job = self.store.get_by_seq(int(job_id))
         if job is None:
             raise NotFound(f"there is no job with ID {job_id!r}")
         if job.expired:
@@ -204,6 +233,7 @@ class JobService:
     def wait(self, job_id: str, timeout: float) -> Job:
         """The job once it is finished or `timeout` has passed, whichever is first."""
         job = self.get(job_id)
+        job_id = job.id  # it may have been asked for by its IntID
         if job.status.terminal or timeout <= 0:
             return job
         if not self._poll_slots.acquire(blocking=False):
@@ -236,7 +266,8 @@ class JobService:
         return self.layout.work_dir(job.id) / (STDERR if stream == "stderr" else STDOUT)
 
     def follow(self, job_id: str, path: Path) -> Iterator[bytes]:
-        """What is written to `path` from its start until the job ends, as it is written."""
+        """What is written to `path` from its start until the job ends, as it is written.
+        `job_id` is the job's own ID (not its IntID)."""
         if not self._poll_slots.acquire(blocking=False):
             raise Unavailable("too many clients follow logs or long-poll now; try again")
         try:
@@ -269,6 +300,7 @@ class JobService:
     def cancel(self, job_id: str) -> Job:
         """Cancel a queued or running job; returns once its process group is gone."""
         job = self.get(job_id)
+        job_id = job.id
         if job.slurml and not job.status.terminal:
             if not job.slurm_id:
                 raise Unavailable(f"job {job_id!r} is being submitted to Slurm; try again")

@@ -145,6 +145,10 @@ class Store:
         jobs = self._query("WHERE id = ?", (job_id,))
         return jobs[0] if jobs else None
 
+    def get_by_seq(self, seq: int) -> Job | None:
+        jobs = self._query("WHERE seq = ?", (seq,))
+        return jobs[0] if jobs else None
+
     def exists(self, job_id: str) -> bool:
         with self._lock:
             return (
