@@ -223,6 +223,22 @@ OPTIONS: tuple[Option, ...] = (
         "ARGS",
     ),
     Option(
+        "callback_allow",
+        ("JOBD_CALLBACK_ALLOW",),
+        None,
+        lambda text: tuple(h.strip().lower() for h in text.split(",") if h.strip()),
+        "hosts a job's callback_url may name, comma-separated, * wildcards (default: any)",
+        "HOSTS",
+    ),
+    Option(
+        "callback_retry_for",
+        ("JOBD_CALLBACK_RETRY_FOR",),
+        "5m",
+        parse_duration,
+        "how long a failing callback is retried, with growing gaps",
+        "DUR",
+    ),
+    Option(
         "threads",
         ("JOBD_THREADS",),
         "64",
@@ -251,6 +267,8 @@ class Config:
     slurm_partition: str | None = None
     slurm_account: str | None = None
     slurm_args: str | None = None
+    callback_allow: tuple[str, ...] = ()
+    callback_retry_for: float = 300.0
     threads: int = 64
 
     @classmethod

@@ -67,6 +67,7 @@ class Job:
     pgid: int | None = None
     pgid_start: int | None = None
     expired: bool = False
+    callback_url: str | None = None
 
     def wire(self) -> dict[str, object]:
         """The job object as the Go jobd sends it, plus jobd's additions; never Input or Path."""
@@ -83,6 +84,7 @@ class Job:
             "StartedAt": rfc3339(self.started_at),
             "FinishedAt": rfc3339(self.finished_at),
             "Timeout": self.timeout,
+            "CallbackURL": self.callback_url,
             "IntID": self.seq,  # the ID of job-orchestrator's routes (/retrieve/<n>, /kill/<n>)
         }
 

@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 from jobd import __version__, procs
 from jobd.archive import CHUNK, Base64Writer, Limits, extract, write_files, zip_directory
+from jobd.callbacks import Callbacks, check_callback_url
 from jobd.config import Config
 from jobd.errors import Conflict, Gone, IdTaken, JobdError, NotFound, Unavailable
 from jobd.executors.local import STDERR, STDOUT, LocalExecutor, Run, StartError
@@ -62,6 +63,7 @@ class JobService:
         self.layout = layout
         self.executor = executor
         self.slurm = SlurmJobs(store, layout, slurm, self._transition, self._zip_result)
+        self.callbacks = Callbacks(store, self.get, config.callback_retry_for)
         self.limits = Limits(config.max_unpacked, config.max_files)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -111,6 +113,7 @@ class JobService:
             self._spawn(self._work, f"worker-{number}")
         self._spawn(self._expire_loop, "retention")
         self.slurm.start()
+        self.callbacks.start()
 
     def _spawn(self, target: object, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
@@ -121,6 +124,7 @@ class JobService:
         """Stop dispatching and end running jobs; they stay RUNNING and run again on restart."""
         self._stopping.set()
         self.slurm.stop()
+        self.callbacks.stop()
         with self._lock:
             self._wake.notify_all()
             runs = []
@@ -143,6 +147,8 @@ class JobService:
                 decoder = Base64Writer(kept)
                 upload = read_upload(body, limit, decoder.write)
                 decoder.close()
+            if upload.callback_url is not None:
+                check_callback_url(upload.callback_url, self.config.callback_allow)
             job_id = upload.job_id or str(uuid.uuid4())
             if self.store.exists(job_id):
                 raise IdTaken(job_id)
@@ -200,6 +206,7 @@ class JobService:
             JobStatus.QUEUED,
             slurml=upload.slurml,
             timeout=timeout,
+            callback_url=upload.callback_url,  # type: ignore[arg-type]
             created_at=now,
             updated_at=now,
         )
@@ -423,6 +430,8 @@ class JobService:
                 finished = self._finished.pop(job_id, None)
                 if finished is not None:
                     finished.set()
+                if job.callback_url:
+                    self.callbacks.kick()
         if job is not None:
             log.info("job %s: %s (%s)", job_id, to.value, message)
         return job

@@ -12,8 +12,9 @@ from pathlib import Path
 from jobd.errors import IdTaken
 from jobd.models import Job, JobStatus
 
-SCHEMA_VERSION = 1
-SCHEMA = """
+#: Each step takes the schema from its index to the next version; a new jobd migrates old data.
+MIGRATIONS = (
+    """
 CREATE TABLE IF NOT EXISTS jobs (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     id          TEXT    NOT NULL UNIQUE,
@@ -33,10 +34,26 @@ CREATE TABLE IF NOT EXISTS jobs (
     expired     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
-"""
+""",
+    """
+ALTER TABLE jobs ADD COLUMN callback_url TEXT;
+CREATE TABLE outbox (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id     TEXT    NOT NULL,
+    url        TEXT    NOT NULL,
+    created_at REAL    NOT NULL,
+    next_at    REAL    NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT    NOT NULL DEFAULT '',
+    state      TEXT    NOT NULL DEFAULT 'pending'  -- pending, delivered, abandoned
+);
+CREATE INDEX outbox_due ON outbox (state, next_at);
+""",
+)
+SCHEMA_VERSION = len(MIGRATIONS)
 _COLUMNS = (
     "seq, id, status, message, exit_code, slurml, slurm_id, timeout, created_at, started_at,"
-    " finished_at, updated_at, attempts, pgid, pgid_start, expired"
+    " finished_at, updated_at, attempts, pgid, pgid_start, expired, callback_url"
 )
 
 
@@ -58,6 +75,7 @@ def _row_to_job(row: tuple) -> Job:
         pgid,
         pgid_start,
         expired,
+        callback_url,
     ) = row
     return Job(
         id=job_id,
@@ -76,6 +94,7 @@ def _row_to_job(row: tuple) -> Job:
         pgid=pgid,
         pgid_start=pgid_start,
         expired=bool(expired),
+        callback_url=callback_url,
     )
 
 
@@ -97,8 +116,10 @@ class Store:
             raise RuntimeError(
                 f"{path} was written by a newer jobd (schema {version}); upgrade jobd"
             )
-        self._db.executescript(SCHEMA)
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        for step in range(version, SCHEMA_VERSION):
+            self._db.executescript(
+                f"BEGIN; {MIGRATIONS[step]}; PRAGMA user_version={step + 1}; COMMIT;"
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -125,7 +146,7 @@ class Store:
             with self._tx() as db:
                 cursor = db.execute(
                     "INSERT INTO jobs (id, status, message, slurml, timeout, created_at,"
-                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " updated_at, callback_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         job.id,
                         job.status.value,
@@ -134,6 +155,7 @@ class Store:
                         job.timeout,
                         job.created_at,
                         job.updated_at,
+                        job.callback_url,
                     ),
                 )
         except sqlite3.IntegrityError:
@@ -212,6 +234,12 @@ class Store:
             )
             if cursor.rowcount == 0:
                 return None
+            if to.terminal:  # the callback, if any, is owed in the same commit as the end
+                db.execute(
+                    "INSERT INTO outbox (job_id, url, created_at, next_at) SELECT id,"
+                    " callback_url, ?, ? FROM jobs WHERE id = ? AND callback_url IS NOT NULL",
+                    (now, now, job_id),
+                )
             row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _row_to_job(row)
 
@@ -239,6 +267,35 @@ class Store:
         return self._query(
             "WHERE slurml = 1 AND status IN ('QUEUED', 'RUNNING') AND expired = 0 ORDER BY seq"
         )
+
+    def due_callbacks(self, now: float) -> list[tuple[int, str, str, float, int]]:
+        """(id, job_id, url, created_at, attempts) of deliveries due by `now`."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT id, job_id, url, created_at, attempts FROM outbox"
+                " WHERE state = 'pending' AND next_at <= ? ORDER BY next_at",
+                (now,),
+            ).fetchall()
+
+    def next_callback_at(self) -> float | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(next_at) FROM outbox WHERE state = 'pending'"
+            ).fetchone()
+        return row[0]
+
+    def callback_tried(self, delivery: int, state: str, next_at: float, error: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET state = ?, next_at = ?, attempts = attempts + 1,"
+                " last_error = ? WHERE id = ?",
+                (state, next_at, error, delivery),
+            )
+
+    def callback_counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()
+        return {"pending": 0, "delivered": 0, "abandoned": 0} | dict(rows)
 
     def expire_finished_before(self, cutoff: float) -> list[str]:
         """Turn finished jobs older than `cutoff` into tombstones; their files go next."""

@@ -23,6 +23,11 @@ class Upload:
     slurm_options: tuple[str, ...]
     fields: dict[str, object]
 
+    @property
+    def callback_url(self) -> object:
+        """As sent: the service checks it against --callback-allow."""
+        return self.fields.get("callback_url")
+
 
 def read_upload(stream: BinaryIO, limit: int, sink: Callable[[bytes], None]) -> Upload:
     """Send the base64 of `input` to `sink` in pieces; check and return the other fields."""

@@ -1,0 +1,123 @@
+"""Completion callbacks: when a job ends, POST its job object to the URL it gave.
+
+Deliveries live in the store's outbox, written in the same commit as the job's end, so none
+is lost to a restart. Each is retried with growing gaps (1 s, 2 s, 4 s ... at most a minute
+apart) until a 2xx answer, for at least `retry_for` seconds.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from jobd.errors import BadRequest
+from jobd.models import Job
+from jobd.store import Store
+
+log = logging.getLogger("jobd")
+
+FIRST_RETRY, LONGEST_GAP, TIMEOUT = 1.0, 60.0, 10.0
+
+
+def check_callback_url(url: object, allow: tuple[str, ...]) -> str:
+    """The upload's `callback_url`, if it is an http(s) URL to a host `allow` permits."""
+    if not isinstance(url, str) or not url:
+        raise BadRequest(f"'callback_url' must be an http(s) URL, not {url!r}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadRequest(f"'callback_url' {url!r} is not an http(s) URL")
+    if allow and not any(fnmatch.fnmatch(parts.hostname.lower(), host) for host in allow):
+        raise BadRequest(
+            f"'callback_url' goes to {parts.hostname!r}, which this jobd may not call"
+            f" (--callback-allow {','.join(allow)})"
+        )
+    return url
+
+
+class Callbacks:
+    def __init__(self, store: Store, job: Callable[[str], Job], retry_for: float) -> None:
+        self.store = store
+        self._job = job
+        self.retry_for = retry_for
+        self._kick = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._deliver, name="callbacks", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._kick.set()
+        if self._thread is not None:
+            self._thread.join(timeout=TIMEOUT + 5)
+
+    def kick(self) -> None:
+        """A job ended: a delivery may be due now."""
+        self._kick.set()
+
+    def _deliver(self) -> None:
+        while not self._stopping.is_set():
+            now = time.time()
+            for delivery, job_id, url, created_at, attempts in self.store.due_callbacks(now):
+                if self._stopping.is_set():
+                    return
+                self._send(delivery, job_id, url, created_at, attempts)
+            upcoming = self.store.next_callback_at()
+            wait = None if upcoming is None else max(0.0, upcoming - time.time())
+            self._kick.wait(wait)
+            self._kick.clear()
+
+    def _send(self, delivery: int, job_id: str, url: str, created_at: float, tried: int) -> None:
+        error = _post(url, self._body(job_id))
+        if error is None:
+            self.store.callback_tried(delivery, "delivered", time.time(), "")
+            log.info("job %s: callback delivered to %s", job_id, url)
+            return
+        gap = min(FIRST_RETRY * 2**tried, LONGEST_GAP)
+        if time.time() + gap - created_at > self.retry_for:
+            self.store.callback_tried(delivery, "abandoned", time.time(), error)
+            log.warning("job %s: callback to %s abandoned: %s", job_id, url, error)
+            return
+        self.store.callback_tried(delivery, "pending", time.time() + gap, error)
+        log.info("job %s: callback to %s failed (%s); next try in %gs", job_id, url, error, gap)
+
+    def _body(self, job_id: str) -> bytes:
+        try:
+            body = self._job(job_id).wire()
+        except Exception:  # removed by retention meanwhile: say at least which job ended
+            body = {"ID": job_id}
+        body.pop("Output", None)
+        return json.dumps(body).encode()
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect could lead past --callback-allow: a 3xx counts as a failed delivery."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def _post(url: str, body: bytes) -> str | None:
+    """None on a 2xx answer, else what went wrong."""
+    request = urllib.request.Request(
+        url, body, {"Content-Type": "application/json", "User-Agent": "jobd"}, method="POST"
+    )
+    try:
+        with _OPENER.open(request, timeout=TIMEOUT) as answer:
+            return None if 200 <= answer.status < 300 else f"HTTP {answer.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return str(getattr(exc, "reason", exc))
