@@ -17,6 +17,7 @@ from jobd import __version__
 from jobd.archive import CHUNK, base64_chunks_of, base64_length, path_problem
 from jobd.config import Config
 from jobd.errors import BadRequest, Conflict, JobdError, TooLarge, Unauthorized
+from jobd.metrics import CONTENT_TYPE_LATEST
 from jobd.models import Job, JobStatus
 from jobd.service import JobService
 
@@ -145,6 +146,10 @@ def create_app(config: Config, service: JobService) -> Bottle:
     @app.get("/health", skip=[auth])
     def health() -> HTTPResponse:
         return json_response(service.health())
+
+    @app.get("/metrics")
+    def metrics() -> HTTPResponse:
+        return HTTPResponse(service.metrics.render(), 200, {"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.post("/api/upload")
     def upload() -> HTTPResponse:

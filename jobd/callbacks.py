@@ -42,10 +42,17 @@ def check_callback_url(url: object, allow: tuple[str, ...]) -> str:
 
 
 class Callbacks:
-    def __init__(self, store: Store, job: Callable[[str], Job], retry_for: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        job: Callable[[str], Job],
+        retry_for: float,
+        count: Callable[[str], None],
+    ) -> None:
         self.store = store
         self._job = job
         self.retry_for = retry_for
+        self._count = count  # metrics: delivered, failed, abandoned
         self._kick = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -78,6 +85,7 @@ class Callbacks:
 
     def _send(self, delivery: int, job_id: str, url: str, created_at: float, tried: int) -> None:
         error = _post(url, self._body(job_id))
+        self._count("delivered" if error is None else "failed")
         if error is None:
             self.store.callback_tried(delivery, "delivered", time.time(), "")
             log.info("job %s: callback delivered to %s", job_id, url)
@@ -85,6 +93,7 @@ class Callbacks:
         gap = min(FIRST_RETRY * 2**tried, LONGEST_GAP)
         if time.time() + gap - created_at > self.retry_for:
             self.store.callback_tried(delivery, "abandoned", time.time(), error)
+            self._count("abandoned")
             log.warning("job %s: callback to %s abandoned: %s", job_id, url, error)
             return
         self.store.callback_tried(delivery, "pending", time.time() + gap, error)

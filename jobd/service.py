@@ -26,6 +26,7 @@ from jobd.errors import Conflict, Gone, IdTaken, JobdError, NotFound, Unavailabl
 from jobd.executors.local import STDERR, STDOUT, LocalExecutor, Run, StartError
 from jobd.executors.slurm import SlurmExecutor
 from jobd.layout import Layout
+from jobd.metrics import Metrics
 from jobd.models import TERMINAL, Job, JobStatus, valid_job_id
 from jobd.slurm_jobs import SlurmJobs
 from jobd.store import Store
@@ -63,7 +64,10 @@ class JobService:
         self.layout = layout
         self.executor = executor
         self.slurm = SlurmJobs(store, layout, slurm, self._transition, self._zip_result)
-        self.callbacks = Callbacks(store, self.get, config.callback_retry_for)
+        self.metrics = Metrics(store.counts)
+        self.callbacks = Callbacks(
+            store, self.get, config.callback_retry_for, self.metrics.callback
+        )
         self.limits = Limits(config.max_unpacked, config.max_files)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -195,6 +199,7 @@ class JobService:
 
     def _accept(self, staging: Path, job_id: str, upload: Upload) -> Job:
         target = self.layout.job_dir(job_id)
+        size = (staging / "input.zip").stat().st_size
         try:
             os.rename(staging, target)  # claims the ID on disk: a racing twin fails here
         except OSError:
@@ -216,6 +221,7 @@ class JobService:
             shutil.rmtree(target, ignore_errors=True)
             raise
         log.info("job %s: QUEUED", job_id)
+        self.metrics.submitted(job, size)
         if not job.slurml:
             with self._lock:
                 self._wake.notify()
@@ -427,6 +433,7 @@ class JobService:
         with self._lock:
             job = self.store.transition(job_id, to, allowed_from, message, exit_code)
             if job is not None and to in TERMINAL:
+                self.metrics.finished(job)
                 finished = self._finished.pop(job_id, None)
                 if finished is not None:
                     finished.set()

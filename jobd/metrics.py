@@ -1,0 +1,55 @@
+"""Prometheus metrics, each named jobd_*, in a registry of the daemon's own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from jobd.models import Job
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+
+class Metrics:
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self._submitted = Counter("jobd_jobs_submitted", "Jobs accepted.", ["backend"], registry=r)
+        self._finished = Counter(
+            "jobd_jobs_finished", "Jobs that ended, by final status.", ["status"], registry=r
+        )
+        self._duration = Histogram(
+            "jobd_job_duration_seconds",
+            "From start to end of finished jobs.",
+            buckets=(0.01, 0.1, 0.5, 1, 5, 30, 60, 300, 1800, 3600, 6 * 3600, 24 * 3600),
+            registry=r,
+        )
+        self._upload = Histogram(
+            "jobd_upload_size_bytes",
+            "Size of the zips uploaded.",
+            buckets=tuple(10**n for n in range(3, 11)),
+            registry=r,
+        )
+        self._callbacks = Counter(
+            "jobd_callback_deliveries", "Callback attempts, by outcome.", ["result"], registry=r
+        )
+        for name, status in (("queued", "QUEUED"), ("running", "RUNNING")):
+            gauge = Gauge(f"jobd_jobs_{name}", f"Jobs {status} now.", registry=r)
+            gauge.set_function(lambda status=status: counts()[status])
+
+    def submitted(self, job: Job, size: int) -> None:
+        self._submitted.labels("slurm" if job.slurml else "local").inc()
+        self._upload.observe(size)
+
+    def finished(self, job: Job) -> None:
+        self._finished.labels(job.status.value).inc()
+        if job.started_at is not None and job.finished_at is not None:
+            self._duration.observe(max(0.0, job.finished_at - job.started_at))
+
+    def callback(self, result: str) -> None:
+        self._callbacks.labels(result).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
