@@ -19,6 +19,7 @@ from jobd.config import Config
 from jobd.errors import BadRequest, Conflict, JobdError, TooLarge, Unauthorized
 from jobd.metrics import CONTENT_TYPE_LATEST
 from jobd.models import Job, JobStatus
+from jobd.openapi import SPEC, docs_page
 from jobd.service import JobService
 
 log = logging.getLogger("jobd")
@@ -135,7 +136,7 @@ def _read_all(source: BinaryIO, size: int) -> Iterator[bytes]:
 
 
 def create_app(config: Config, service: JobService) -> Bottle:
-    app = Bottle(autojson=False)
+    app = Bottle()
     auth = _require_token(config.token)
     app.install(_errors_as_json)
     app.install(auth)
@@ -146,6 +147,14 @@ def create_app(config: Config, service: JobService) -> Bottle:
     @app.get("/health", skip=[auth])
     def health() -> HTTPResponse:
         return json_response(service.health())
+
+    @app.get("/openapi.json")
+    def openapi() -> HTTPResponse:
+        return json_response(SPEC)
+
+    @app.get("/docs")
+    def docs() -> HTTPResponse:
+        return HTTPResponse(docs_page(), 200, {"Content-Type": "text/html; charset=utf-8"})
 
     @app.get("/metrics")
     def metrics() -> HTTPResponse:

@@ -1,0 +1,390 @@
+"""The API described in OpenAPI 3.1, served at /openapi.json, and a readable page of it at /docs.
+
+tests/test_openapi.py keeps it true: every route of the app is here, and real answers are
+checked against these schemas.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+
+from jobd import __version__
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict:
+    return _json(_ref("Error"), description)
+
+
+def _id_param(name: str = "id", integer: bool = False) -> dict:
+    schema = {"type": "integer", "minimum": 1} if integer else {"type": "string"}
+    text = "the job's integer ID" if integer else "the job's ID (or its integer IntID)"
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": text}
+
+
+def _query(name: str, schema: dict, description: str) -> dict:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_FLAG = {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"]}
+_ZIP = {
+    "description": "a zip of the job directory",
+    "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+}
+_TEXT = {"type": "string"}
+_AUTH = {"401": _error("a token is set and the request lacks it or has another")}
+
+SCHEMAS: dict[str, dict] = {
+    "Job": {
+        "type": "object",
+        "required": [
+            "ID",
+            "Status",
+            "Message",
+            "Output",
+            "LastUpdated",
+            "SlurmID",
+            "Slurml",
+            "ExitCode",
+            "CreatedAt",
+            "StartedAt",
+            "FinishedAt",
+            "IntID",
+        ],
+        "properties": {
+            "ID": {"type": "string"},
+            "Status": {"enum": ["QUEUED", "RUNNING", "SUCCESS", "FAILED", "CANCELLED"]},
+            "Message": {"type": "string", "description": "why, in words"},
+            "Output": {"type": "string", "description": "base64 result zip; empty if pending"},
+            "LastUpdated": {"type": "string", "format": "date-time"},
+            "SlurmID": {"type": "integer", "description": "0 for local jobs"},
+            "Slurml": {"type": "boolean"},
+            "ExitCode": {"type": ["integer", "null"], "description": "null if killed/not run"},
+            "CreatedAt": {"type": "string", "format": "date-time"},
+            "StartedAt": {"type": ["string", "null"], "format": "date-time"},
+            "FinishedAt": {"type": ["string", "null"], "format": "date-time"},
+            "Timeout": {"type": ["number", "null"]},
+            "CallbackURL": {"type": ["string", "null"]},
+            "IntID": {"type": "integer", "description": "the ID of job-orchestrator's routes"},
+        },
+    },
+    "Upload": {
+        "type": "object",
+        "required": ["input"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
+            "input": {"type": "string", "description": "base64 zip with run.sh at its root"},
+            "slurml": {"type": "boolean"},
+            "slurm": {"type": "boolean", "description": "the same as slurml"},
+            "timeout": {"type": ["number", "string"], "description": "seconds, or like 30m"},
+            "callback_url": {"type": "string", "format": "uri"},
+            "slurm_options": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "cpus": {"type": ["integer", "string"]},
+                    "memory": {"type": "string"},
+                    "time": {"type": ["integer", "string"]},
+                    "partition": {"type": "string"},
+                    "gres": {"type": "string"},
+                },
+            },
+        },
+    },
+    "Error": {
+        "type": "object",
+        "required": ["error", "message", "status"],
+        "properties": {
+            "error": {"type": "string", "examples": ["bad_request"]},
+            "message": {"type": "string", "description": "what is wrong, for a person"},
+            "status": {"type": "integer"},
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "version", "workers", "queued", "running"],
+        "properties": {
+            "status": {"const": "healthy"},
+            "version": {"type": "string"},
+            "workers": {"type": "integer"},
+            "queued": {"type": "integer"},
+            "running": {"type": "integer"},
+            "jobs": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "slurm": {"type": "string"},
+        },
+    },
+    "Payload": {
+        "type": "object",
+        "required": ["id", "input", "status", "loc", "pid", "killed"],
+        "properties": {
+            "id": {"type": "integer"},
+            "input": {"type": "object"},
+            "status": {
+                "enum": [
+                    "Prepared",
+                    "Running",
+                    "Completed",
+                    "Failed",
+                    "Invalid",
+                    "Killed",
+                    "Cleaned",
+                ]
+            },
+            "loc": {"type": "string"},
+            "pid": {"type": "integer"},
+            "killed": {"type": "boolean"},
+        },
+    },
+}
+
+_PENDING = _json(_ref("Job"), "not finished (202 with --pending-status 202)")
+PATHS: dict[str, dict] = {
+    "/api/upload": {
+        "post": {
+            "summary": "Upload a job: a base64 zip with run.sh",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("Upload")}},
+            },
+            "responses": {
+                "201": _json(_ref("Job"), "accepted"),
+                "400": _error("bad JSON, base64, zip, id, field or zip entry"),
+                **_AUTH,
+                "409": _error("the ID exists"),
+                "413": _error("over --max-upload, --max-unpacked or --max-files"),
+                "503": _error("a Slurm job that cannot be submitted"),
+            },
+        }
+    },
+    "/api/get/{id}": {
+        "get": {
+            "summary": "A job; its result once finished",
+            "parameters": [
+                _id_param(),
+                _query(
+                    "wait",
+                    {"type": "number", "minimum": 0},
+                    "long-poll up to this many seconds (at most 60)",
+                ),
+                _query("partial", _FLAG, "unfinished: Output = the directory so far"),
+            ],
+            "responses": {
+                "200": _json(_ref("Job"), "finished, Output = base64 result zip"),
+                "202": _PENDING,
+                "206": _PENDING,
+                "400": _error("bad wait or partial"),
+                **_AUTH,
+                "404": _error("unknown ID"),
+                "410": _error("removed"),
+            },
+        }
+    },
+    "/api/cancel/{id}": {
+        "post": {
+            "summary": "Cancel a queued or running job; answers once its processes are gone",
+            "parameters": [_id_param()],
+            "responses": {
+                "200": _json(_ref("Job"), "cancelled"),
+                **_AUTH,
+                "404": _error("unknown ID"),
+                "409": _error("already finished"),
+                "410": _error("removed"),
+                "503": _error("Slurm did not cancel it"),
+            },
+        }
+    },
+    "/api/logs/{id}": {
+        "get": {
+            "summary": "What run.sh printed so far",
+            "parameters": [
+                _id_param(),
+                _query("stream", {"enum": ["stdout", "stderr"]}, "default stdout"),
+                _query("follow", _FLAG, "stream new output until the job ends"),
+            ],
+            "responses": {
+                "200": {"description": "text", "content": {"text/plain": {"schema": _TEXT}}},
+                "400": _error("bad stream or follow"),
+                **_AUTH,
+                "404": _error("unknown ID"),
+                "410": _error("removed"),
+                "503": _error("too many followers now"),
+            },
+        }
+    },
+    "/health": {
+        "get": {
+            "summary": "Liveness and queue counts (no token needed)",
+            "security": [],
+            "responses": {"200": _json(_ref("Health"), "healthy")},
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics",
+            "responses": {
+                "200": {
+                    "description": "Prometheus text format",
+                    "content": {"text/plain": {"schema": _TEXT}},
+                },
+                **_AUTH,
+            },
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "summary": "This description",
+            "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1"), **_AUTH},
+        }
+    },
+    "/docs": {
+        "get": {
+            "summary": "This description as a page",
+            "responses": {
+                "200": {"description": "HTML", "content": {"text/html": {"schema": _TEXT}}},
+                **_AUTH,
+            },
+        }
+    },
+    "/": {
+        "get": {
+            "summary": "A one-line ping",
+            "responses": {
+                "200": {"description": "text", "content": {"text/plain": {"schema": _TEXT}}},
+                **_AUTH,
+            },
+        }
+    },
+    "/load": {
+        "get": {
+            "summary": "CPU load in percent (job-orchestrator)",
+            "responses": {
+                "200": _json({"type": "number", "minimum": 0, "maximum": 100}, "load"),
+                **_AUTH,
+            },
+        }
+    },
+    "/submit": {
+        "post": {
+            "summary": "Submit a job as files (job-orchestrator)",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string", "format": "binary"},
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _json(_ref("Payload"), "accepted"),
+                "400": _error("bad multipart, unsafe name, no run.sh"),
+                **_AUTH,
+                "413": _error("too large"),
+            },
+        }
+    },
+    "/retrieve/{number}": {
+        "get": {
+            "summary": "The result zip once the job succeeded; else its payload (job-orchestrator)",
+            "parameters": [_id_param("number", integer=True)],
+            "responses": {
+                "200": {
+                    "description": "zip, or the payload while not succeeded",
+                    "content": {**_ZIP["content"], "application/json": {"schema": _ref("Payload")}},
+                },
+                **_AUTH,
+                "404": _error("unknown number"),
+            },
+        }
+    },
+    "/retrieve_partial/{number}": {
+        "get": {
+            "summary": "A zip of the job directory as it is now (job-orchestrator)",
+            "parameters": [_id_param("number", integer=True)],
+            "responses": {
+                "200": _ZIP,
+                **_AUTH,
+                "404": _error("unknown number"),
+                "410": _error("removed"),
+            },
+        }
+    },
+    "/kill/{number}": {
+        "post": {
+            "summary": "End the job's process tree (job-orchestrator); 200 if it already ended",
+            "parameters": [_id_param("number", integer=True)],
+            "responses": {
+                "200": _json(_ref("Payload"), "killed, or had ended"),
+                **_AUTH,
+                "404": _error("unknown number"),
+                "500": _error("could not be ended"),
+            },
+        }
+    },
+}
+
+SPEC: dict = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "jobd",
+        "version": __version__,
+        "description": "A job daemon for research software containers: upload a zip with"
+        " run.sh, get the result zip back. Errors are always the Error object.",
+    },
+    "paths": PATHS,
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    },
+    "security": [{"bearer": []}],
+}
+
+
+def docs_page() -> str:
+    """A self-contained HTML page of the description: no scripts, no CDN."""
+    rows = []
+    for path, methods in PATHS.items():
+        for method, op in methods.items():
+            params = ", ".join(
+                f"<code>{html.escape(p['name'])}</code> ({p['in']})"
+                for p in op.get("parameters", [])
+            )
+            codes = ", ".join(
+                f"<b>{code}</b> {html.escape(r['description'])}"
+                for code, r in op["responses"].items()
+            )
+            rows.append(
+                f"<tr><td><code>{method.upper()} {html.escape(path)}</code></td>"
+                f"<td>{html.escape(op['summary'])}</td><td>{params}</td><td>{codes}</td></tr>"
+            )
+    schemas = "".join(
+        f"<h3>{name}</h3><pre>{html.escape(json.dumps(schema, indent=2))}</pre>"
+        for name, schema in SCHEMAS.items()
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>jobd API</title><style>"
+        "body{font-family:sans-serif;margin:2em;max-width:75em}td{vertical-align:top;"
+        "padding:.3em .6em;border-bottom:1px solid #ddd}pre{background:#f6f6f6;padding:1em}"
+        "</style></head><body>"
+        f"<h1>jobd {html.escape(__version__)} API</h1>"
+        "<p>Machine-readable: <a href='openapi.json'>openapi.json</a> (OpenAPI 3.1). When a "
+        "token is set, every route but /health needs <code>Authorization: Bearer &lt;token&gt;"
+        "</code>.</p><table><tr><th>route</th><th>what</th><th>parameters</th>"
+        f"<th>answers</th></tr>{''.join(rows)}</table><h2>Schemas</h2>{schemas}</body></html>"
+    )
