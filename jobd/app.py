@@ -16,7 +16,7 @@ from bottle import Bottle, FormsDict, HTTPError, HTTPResponse, request, response
 from jobd import __version__
 from jobd.archive import CHUNK, base64_chunks_of, base64_length, path_problem
 from jobd.config import Config
-from jobd.errors import BadRequest, Conflict, JobdError, TooLarge, Unauthorized
+from jobd.errors import BadRequest, Conflict, Internal, JobdError, TooLarge, Unauthorized
 from jobd.metrics import CONTENT_TYPE_LATEST
 from jobd.models import Job, JobStatus
 from jobd.openapi import SPEC, docs_page
@@ -263,7 +263,7 @@ def _orchestrator_routes(app: Bottle, config: Config, service: JobService) -> No
             except Conflict:  # it ended meanwhile: nothing left to kill
                 job = service.get_by_number(number)
             except JobdError as exc:
-                return error_response(500, "internal_error", f"could not kill: {exc.message}")
+                raise Internal(f"could not end job {number}: {exc.message}") from None
         return json_response(job.payload(service.workdir(job)))
 
 

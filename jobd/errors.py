@@ -49,6 +49,10 @@ class TooLarge(JobdError):
     code = "payload_too_large"
 
 
+class Internal(JobdError):
+    """jobd could not do what was asked, through no fault of the request."""
+
+
 class Unavailable(JobdError):
     status = 503
     code = "service_unavailable"

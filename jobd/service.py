@@ -283,6 +283,9 @@ class JobService:
         `job_id` is the job's own ID (not its IntID)."""
         if not self._poll_slots.acquire(blocking=False):
             raise Unavailable("too many clients follow logs or long-poll now; try again")
+        return self._follow(job_id, path)
+
+    def _follow(self, job_id: str, path: Path) -> Iterator[bytes]:
         try:
             offset = 0
             while True:
