@@ -65,7 +65,7 @@ class Callbacks:
         self._stopping.set()
         self._kick.set()
         if self._thread is not None:
-            self._thread.join(timeout=TIMEOUT + 5)
+            self._thread.join(timeout=1)  # a delivery in flight is retried after a restart
 
     def kick(self) -> None:
         """A job ended: a delivery may be due now."""
