@@ -234,14 +234,14 @@ class Store:
             )
             if cursor.rowcount == 0:
                 return None
-            if to.terminal:  # the callback, if any, is owed in the same commit as the end
-                db.execute(
-                    "INSERT INTO outbox (job_id, url, created_at, next_at) SELECT id,"
-                    " callback_url, ?, ? FROM jobs WHERE id = ? AND callback_url IS NOT NULL",
-                    (now, now, job_id),
-                )
             row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _row_to_job(row)
+            job = _row_to_job(row)
+            if to.terminal and job.callback_url:  # owed in the same commit as the end
+                db.execute(
+                    "INSERT INTO outbox (job_id, url, created_at, next_at) VALUES (?, ?, ?, ?)",
+                    (job_id, job.callback_url, now, now),
+                )
+        return job
 
     def set_slurm_id(self, job_id: str, slurm_id: int, message: str) -> None:
         with self._tx() as db:
