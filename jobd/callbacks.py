@@ -10,7 +10,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from jobd.errors import BadRequest
+from jobd.loop import Loop
 from jobd.models import Job
 from jobd.store import Store
 
@@ -41,7 +41,10 @@ def check_callback_url(url: object, allow: tuple[str, ...]) -> str:
     return url
 
 
-class Callbacks:
+class Callbacks(Loop):
+    thread_name = "callbacks"
+    stop_wait = 1.0  # a delivery in flight is retried after a restart
+
     def __init__(
         self,
         store: Store,
@@ -53,25 +56,9 @@ class Callbacks:
         self._job = job
         self.retry_for = retry_for
         self._count = count  # metrics: delivered, failed, abandoned
-        self._kick = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._deliver, name="callbacks", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._kick.set()
-        if self._thread is not None:
-            self._thread.join(timeout=1)  # a delivery in flight is retried after a restart
-
-    def kick(self) -> None:
-        """A job ended: a delivery may be due now."""
-        self._kick.set()
-
-    def _deliver(self) -> None:
+    def _run(self) -> None:
         while not self._stopping.is_set():
             now = time.time()
             for delivery, job_id, url, created_at, attempts in self.store.due_callbacks(now):

@@ -7,13 +7,13 @@ A Slurm job never uses a local worker slot and is never re-run locally.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
 from jobd.errors import Unavailable
 from jobd.executors.slurm import EXIT_FILE, WRAPPER, SlurmError, SlurmExecutor, SlurmJob
 from jobd.layout import Layout
+from jobd.loop import Loop
 from jobd.models import Job, JobStatus
 from jobd.store import Store
 
@@ -29,7 +29,9 @@ _UNFINISHED = [JobStatus.QUEUED, JobStatus.RUNNING]
 Transition = Callable[[str, JobStatus, str, list[JobStatus], int | None], Job | None]
 
 
-class SlurmJobs:
+class SlurmJobs(Loop):
+    thread_name = "slurm"
+
     def __init__(
         self,
         store: Store,
@@ -43,9 +45,7 @@ class SlurmJobs:
         self.executor = executor
         self._transition = transition
         self._zip_result = zip_result
-        self._kick = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     def check_available(self) -> None:
         why = self.executor.missing()
@@ -66,7 +66,7 @@ class SlurmJobs:
     def _submitted(self, job: Job, slurm_id: int) -> None:
         self.store.set_slurm_id(job.id, slurm_id, f"submitted to Slurm as job {slurm_id}")
         log.info("job %s: submitted to Slurm as job %d", job.id, slurm_id)
-        self._kick.set()
+        self.kick()
 
     def recover(self) -> None:
         """Re-attach to every unfinished Slurm job; finish submissions a stop interrupted."""
@@ -88,17 +88,8 @@ class SlurmJobs:
 
     # -- tracking ---------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._track, name="slurm", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._kick.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _track(self) -> None:
+    def _run(self) -> None:
+        """Follow every tracked job, one squeue per poll."""
         interval, busy_until = FASTEST, 0.0
         while not self._stopping.is_set():
             jobs = [job for job in self.store.unfinished_slurm() if job.slurm_id]
