@@ -32,9 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         " variable shown; a flag wins over the environment.",
     )
     for option in OPTIONS:
-        default = option.default if option.default is not None else "none"
-        if option.name == "workers":
-            default = "the CPU count"
+        default = option.default or option.shown_default or "none"
         serve.add_argument(
             option.flag,
             dest=option.name,

@@ -106,6 +106,7 @@ class Option:
     parse: Callable[[str], object]
     help: str
     metavar: str = ""
+    shown_default: str | None = None  # for --help, where `default` is None
 
     @property
     def flag(self) -> str:
@@ -128,8 +129,9 @@ OPTIONS: tuple[Option, ...] = (
         ("JOBD_WORKERS",),
         None,
         _positive_int,
-        "most local jobs that run at once (default: the CPU count)",
+        "most local jobs that run at once",
         "N",
+        "the CPU count",
     ),
     Option(
         "max_upload", ("JOBD_MAX_UPLOAD",), "400MB", _positive_size, "largest HTTP body", "SIZE"
@@ -171,7 +173,7 @@ OPTIONS: tuple[Option, ...] = (
         ("JOBD_TIMEOUT",),
         None,
         _optional_duration,
-        "default time limit of a job; a job's own 'timeout' wins (default: none)",
+        "default time limit of a job; a job's own 'timeout' wins",
         "DUR",
     ),
     Option(
@@ -227,8 +229,9 @@ OPTIONS: tuple[Option, ...] = (
         ("JOBD_CALLBACK_ALLOW",),
         None,
         lambda text: tuple(h.strip().lower() for h in text.split(",") if h.strip()),
-        "hosts a job's callback_url may name, comma-separated, * wildcards (default: any)",
+        "hosts a job's callback_url may name, comma-separated, * wildcards",
         "HOSTS",
+        "any",
     ),
     Option(
         "callback_retry_for",
