@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from conftest import (
     REPO_ROOT,
     assert_error,
@@ -200,3 +201,28 @@ def test_a_time_limit_kill_says_so(slurm_jobd) -> None:
     done = daemon.wait_done(job_id, timeout=240)
     assert (done["Status"], done["ExitCode"]) == ("FAILED", None)
     assert "Slurm TIMEOUT: time limit exceeded" in done["Message"]
+
+
+def test_a_submission_cut_short_by_a_crash_is_adopted_not_repeated(
+    slurm_jobd, tmp_path: Path, slurm_conf: str
+) -> None:
+    """sbatch succeeds, then the daemon dies before it records Slurm's job ID: on restart it
+    finds the job by name instead of submitting it again."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    sbatch = fake / "sbatch"
+    real = subprocess.run(["sh", "-c", "command -v sbatch"], capture_output=True, text=True)
+    sbatch.write_text(f'#!/bin/sh\n{real.stdout.strip()} "$@"\nkill -9 $PPID\n')
+    sbatch.chmod(0o755)
+    daemon = slurm_jobd(env={"PATH": f"{fake}:{os.environ['PATH']}"})
+    job_id = unique_id("crash")
+    with pytest.raises(requests.RequestException):
+        daemon.upload({"run.sh": script("echo ran > out.txt")}, job_id=job_id, slurml=True)
+    assert daemon.proc is not None
+    daemon.proc.wait(30)  # died right after sbatch answered
+
+    again = slurm_jobd(data_dir=daemon.data_dir)
+    done = again.wait_done(job_id)
+    assert done["Status"] == "SUCCESS", done
+    assert output_files(done)["out.txt"] == b"ran\n"
+    assert squeue_names(slurm_conf, job_id) == [str(done["SlurmID"])]
