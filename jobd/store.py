@@ -292,11 +292,6 @@ class Store:
                 (state, next_at, error, delivery),
             )
 
-    def callback_counts(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()
-        return {"pending": 0, "delivered": 0, "abandoned": 0} | dict(rows)
-
     def expire_finished_before(self, cutoff: float) -> list[str]:
         """Turn finished jobs older than `cutoff` into tombstones; their files go next."""
         with self._tx() as db:
