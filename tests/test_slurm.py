@@ -7,6 +7,7 @@ tests are skipped, with the reason shown, only when no Slurm can be started on t
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -39,11 +40,13 @@ def slurm_conf() -> Iterator[str]:
     folder.chmod(0o755)
     up = subprocess.run([str(CLUSTER), "up", str(folder)], capture_output=True, text=True)
     if up.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
         pytest.skip(f"no Slurm cluster could be started here: {up.stderr.strip()[-500:]}")
     try:
         yield str(folder / "slurm.conf")
     finally:
         subprocess.run([str(CLUSTER), "down", str(folder)], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
