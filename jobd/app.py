@@ -162,12 +162,7 @@ def create_app(config: Config, service: JobService) -> Bottle:
 
     @app.post("/api/upload")
     def upload() -> HTTPResponse:
-        declared = request.content_length
-        if declared > config.max_upload:
-            raise TooLarge(
-                f"the body is {declared} bytes; this jobd accepts at most {config.max_upload}"
-                " (see --max-upload)"
-            )
+        _refuse_large_body(config.max_upload)
         job = service.submit(request.environ["wsgi.input"], config.max_upload)
         request.environ["jobd.job_id"] = job.id
         return json_response(job.wire(), 201)
@@ -223,11 +218,7 @@ def _orchestrator_routes(app: Bottle, config: Config, service: JobService) -> No
 
     @app.post("/submit")
     def submit() -> HTTPResponse:
-        if request.content_length > config.max_upload:
-            raise TooLarge(
-                f"the body is {request.content_length} bytes; this jobd accepts at most"
-                f" {config.max_upload} (see --max-upload)"
-            )
+        _refuse_large_body(config.max_upload)
         try:
             uploads = request.files.allitems()
         except Exception as exc:  # Bottle's multipart parser has no error class of its own
@@ -267,6 +258,15 @@ def _orchestrator_routes(app: Bottle, config: Config, service: JobService) -> No
         return json_response(job.payload(service.workdir(job)))
 
 
+def _refuse_large_body(limit: int) -> None:
+    """A body whose declared size is over --max-upload is refused before it is read."""
+    if request.content_length > limit:
+        raise TooLarge(
+            f"the body is {request.content_length} bytes; this jobd accepts at most {limit}"
+            " (see --max-upload)"
+        )
+
+
 def _part_path(name: str, filename: str | None) -> str:
     """Where a /submit part goes: its name when that is a relative path ending in its file
     name (job-orchestrator's way), else its file name (curl -F file=@x's way)."""
@@ -286,7 +286,6 @@ def _zip_response(zipped: BinaryIO) -> HTTPResponse:
 
 def _bottle_error(code: str, error: HTTPError) -> str:
     """Bottle's own errors (no such route, wrong method) in the same JSON shape."""
-
     response.content_type = "application/json"
     message = {
         "not_found": f"there is no route {request.method} {request.path}",
