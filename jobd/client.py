@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import itertools
 import json
 import os
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, urlsplit
@@ -81,7 +81,7 @@ class JobdClient:
             head = (json.dumps(fields)[:-1] + (", " if fields else "") + '"input": "').encode()
             size = archive.stat().st_size
             with open(archive, "rb") as data:
-                body = _concat(head, base64_chunks_of(data), b'"}')
+                body = itertools.chain([head], base64_chunks_of(data), [b'"}'])
                 length = len(head) + base64_length(size) + 2
                 response = self._request("POST", "/api/upload", body, length)
         if response.status != 201:
@@ -116,12 +116,6 @@ class JobdClient:
             job = self.get(job_id, max(left, 0.0), out)
             if job.get("Status") in TERMINAL or left <= 0:
                 return job
-
-
-def _concat(head: bytes, middle: Iterator[bytes], tail: bytes) -> Iterator[bytes]:
-    yield head
-    yield from middle
-    yield tail
 
 
 def _zip_folder(folder: Path, dest: Path) -> Path:
