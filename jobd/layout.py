@@ -65,8 +65,11 @@ class Layout:
     def staging(self) -> Path:
         return Path(tempfile.mkdtemp(dir=self.tmp))
 
-    def job_ids_on_disk(self) -> list[str]:
-        return [entry.name for entry in self.jobs.iterdir()]
+    def remove_orphans(self, live: set[str]) -> None:
+        """Remove job folders with no record: accepted on disk but never recorded, or expired."""
+        for entry in self.jobs.iterdir():
+            if entry.name not in live:
+                shutil.rmtree(entry, ignore_errors=True)
 
     def remove_job(self, job_id: str) -> None:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)

@@ -82,10 +82,7 @@ class JobService:
     def recover(self) -> None:
         """Bring the data dir back to a consistent state after any kind of stop."""
         self.layout.prepare()
-        live = self.store.live_ids()
-        for name in self.layout.job_ids_on_disk():
-            if name not in live:  # accepted on disk but never recorded, or expired
-                shutil.rmtree(self.layout.jobs / name, ignore_errors=True)
+        self.layout.remove_orphans(self.store.live_ids())
         for job in self.store.with_status(JobStatus.RUNNING):
             if not job.slurml:  # Slurm jobs ran on in Slurm: the tracker re-attaches
                 self._recover_running(job)
