@@ -13,14 +13,16 @@ from typing import BinaryIO
 
 from bottle import Bottle, FormsDict, HTTPError, HTTPResponse, request, response
 
-from jobd import __version__
-from jobd.archive import CHUNK, base64_chunks_of, base64_length, path_problem
+from jobd.archive import base64_chunks_of, base64_length
 from jobd.config import Config
-from jobd.errors import BadRequest, Conflict, Internal, JobdError, TooLarge, Unauthorized
+from jobd.errors import BadRequest, JobdError, Unauthorized
 from jobd.metrics import CONTENT_TYPE_LATEST
-from jobd.models import Job, JobStatus
+from jobd.models import Job
 from jobd.openapi import SPEC, docs_page
+from jobd.orchestrator import orchestrator_routes
+from jobd.responses import error_response, json_response, read_all, refuse_large_body
 from jobd.service import JobService
+from jobd.slots import WaitSlots
 
 log = logging.getLogger("jobd")
 
@@ -31,15 +33,6 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     500: "internal_error",
 }
-
-
-def json_response(body: dict[str, object], status: int = 200, **headers: str) -> HTTPResponse:
-    return HTTPResponse(json.dumps(body), status, {"Content-Type": "application/json", **headers})
-
-
-def error_response(status: int, code: str, message: str, **headers: str) -> HTTPResponse:
-    """The one JSON error shape: {"error", "message", "status"}."""
-    return json_response({"error": code, "message": message, "status": status}, status, **headers)
 
 
 def _errors_as_json(callback: Callable[..., object]) -> Callable[..., object]:
@@ -127,16 +120,9 @@ def _with_output(job: Job, zipped: BinaryIO, status: int) -> HTTPResponse:
     )
 
 
-def _read_all(source: BinaryIO, size: int) -> Iterator[bytes]:
-    """`size` bytes of an open file in pieces (it may grow meanwhile: Content-Length holds)."""
-    with source:
-        while size > 0 and (block := source.read(min(CHUNK, size))):
-            size -= len(block)
-            yield block
-
-
 def create_app(config: Config, service: JobService) -> Bottle:
     app = Bottle()
+    slots = WaitSlots(config.threads)
     auth = _require_token(config.token)
     app.install(_errors_as_json)
     app.install(auth)
@@ -162,7 +148,7 @@ def create_app(config: Config, service: JobService) -> Bottle:
 
     @app.post("/api/upload")
     def upload() -> HTTPResponse:
-        _refuse_large_body(config.max_upload)
+        refuse_large_body(config.max_upload)
         job = service.submit(request.environ["wsgi.input"], config.max_upload)
         request.environ["jobd.job_id"] = job.id
         return json_response(job.wire(), 201)
@@ -171,7 +157,8 @@ def create_app(config: Config, service: JobService) -> Bottle:
     def get(job_id: str) -> HTTPResponse:
         request.environ["jobd.job_id"] = job_id
         partial = parse_flag(request.query, "partial")
-        job = service.wait(job_id, parse_wait(request.query.get("wait")))
+        with slots.hold() as held:  # without a free slot, answer now rather than starve others
+            job = service.wait(job_id, parse_wait(request.query.get("wait")) if held else 0.0)
         if job.status.terminal:
             return _with_output(job, service.result(job), 200)
         if partial:
@@ -185,103 +172,23 @@ def create_app(config: Config, service: JobService) -> Bottle:
         if stream not in ("stdout", "stderr"):
             raise BadRequest(f"'stream' must be stdout or stderr, not {stream!r}")
         job = service.get(job_id)
-        path = service.log_path(job, stream)
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if parse_flag(request.query, "follow"):
-            return HTTPResponse(service.follow(job.id, path), 200, headers)
+            return HTTPResponse(slots.stream(service.follow(job, stream)), 200, headers)
         try:
-            log_file = open(path, "rb")  # noqa: SIM115 - closed by the stream
+            log_file = open(service.log_path(job, stream), "rb")  # noqa: SIM115 - closed by the stream
         except FileNotFoundError:
             return HTTPResponse(b"", 200, headers)  # not started yet
         size = os.fstat(log_file.fileno()).st_size
-        return HTTPResponse(_read_all(log_file, size), 200, headers | {"Content-Length": str(size)})
+        return HTTPResponse(read_all(log_file, size), 200, headers | {"Content-Length": str(size)})
 
     @app.post("/api/cancel/<job_id>")
     def cancel(job_id: str) -> HTTPResponse:
         request.environ["jobd.job_id"] = job_id
         return json_response(service.cancel(job_id).wire())
 
-    _orchestrator_routes(app, config, service)
+    orchestrator_routes(app, config, service)
     return app
-
-
-def _orchestrator_routes(app: Bottle, config: Config, service: JobService) -> None:
-    """job-orchestrator's client protocol, on the same jobs: its integer IDs are `IntID`."""
-
-    @app.get("/")
-    def ping() -> HTTPResponse:
-        return HTTPResponse(f"jobd {__version__}\n", 200, {"Content-Type": "text/plain"})
-
-    @app.get("/load")
-    def load() -> HTTPResponse:
-        return HTTPResponse(json.dumps(service.load()), 200, {"Content-Type": "application/json"})
-
-    @app.post("/submit")
-    def submit() -> HTTPResponse:
-        _refuse_large_body(config.max_upload)
-        try:
-            uploads = request.files.allitems()
-        except Exception as exc:  # Bottle's multipart parser has no error class of its own
-            raise BadRequest(f"the body is not valid multipart/form-data: {exc}") from None
-        if not uploads:
-            raise BadRequest("send the job's files as multipart/form-data parts, run.sh among them")
-        parts = [(_part_path(name, upload.raw_filename), upload.file) for name, upload in uploads]
-        job = service.submit_files(parts)
-        request.environ["jobd.job_id"] = job.id
-        return json_response(job.payload(service.workdir(job)))
-
-    @app.get("/retrieve/<number:int>")
-    def retrieve(number: int) -> HTTPResponse:
-        job = service.get_by_number(number)
-        request.environ["jobd.job_id"] = job.id
-        if job.status is JobStatus.SUCCESS and not job.expired:
-            return _zip_response(service.result(job))
-        return json_response(job.payload(service.workdir(job)))
-
-    @app.get("/retrieve_partial/<number:int>")
-    def retrieve_partial(number: int) -> HTTPResponse:
-        job = service.get(service.get_by_number(number).id)
-        request.environ["jobd.job_id"] = job.id
-        return _zip_response(service.result(job) if job.status.terminal else service.snapshot(job))
-
-    @app.post("/kill/<number:int>")
-    def kill(number: int) -> HTTPResponse:
-        job = service.get_by_number(number)
-        request.environ["jobd.job_id"] = job.id
-        if not job.status.terminal and not job.expired:
-            try:
-                job = service.cancel(job.id)
-            except Conflict:  # it ended meanwhile: nothing left to kill
-                job = service.get_by_number(number)
-            except JobdError as exc:
-                raise Internal(f"could not end job {number}: {exc.message}") from None
-        return json_response(job.payload(service.workdir(job)))
-
-
-def _refuse_large_body(limit: int) -> None:
-    """A body whose declared size is over --max-upload is refused before it is read."""
-    if request.content_length > limit:
-        raise TooLarge(
-            f"the body is {request.content_length} bytes; this jobd accepts at most {limit}"
-            " (see --max-upload)"
-        )
-
-
-def _part_path(name: str, filename: str | None) -> str:
-    """Where a /submit part goes: its name when that is a relative path ending in its file
-    name (job-orchestrator's way), else its file name (curl -F file=@x's way)."""
-    for what, value in (("name", name), ("file name", filename or "")):
-        problem = path_problem(value)
-        if problem:
-            raise BadRequest(f"the part {what} {value!r} {problem}; paths must stay inside the job")
-    assert filename is not None
-    return name if name == filename or name.endswith("/" + filename) else filename
-
-
-def _zip_response(zipped: BinaryIO) -> HTTPResponse:
-    size = os.fstat(zipped.fileno()).st_size
-    headers = {"Content-Type": "application/zip", "Content-Length": str(size)}
-    return HTTPResponse(_read_all(zipped, size), 200, headers)
 
 
 def _bottle_error(code: str, error: HTTPError) -> str:

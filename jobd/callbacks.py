@@ -10,7 +10,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from urllib.parse import urlsplit
 
 from jobd.errors import BadRequest
 from jobd.loop import Loop
-from jobd.models import Job
+from jobd.models import Delivery, DeliveryState, Job
 from jobd.store import Store
 
 log = logging.getLogger("jobd")
@@ -52,38 +51,36 @@ class Callbacks(Loop):
         retry_for: float,
         count: Callable[[str], None],
     ) -> None:
+        super().__init__()
         self.store = store
         self._job = job
         self.retry_for = retry_for
         self._count = count  # metrics: delivered, failed, abandoned
-        super().__init__()
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            now = time.time()
-            for delivery, job_id, url, created_at, attempts in self.store.due_callbacks(now):
-                if self._stopping.is_set():
-                    return
-                self._send(delivery, job_id, url, created_at, attempts)
-            upcoming = self.store.next_callback_at()
-            wait = None if upcoming is None else max(0.0, upcoming - time.time())
-            self._kick.wait(wait)
-            self._kick.clear()
+    def tick(self, now: float) -> float | None:
+        for delivery in self.store.due_callbacks(now):
+            if self.stopping:
+                return None
+            self._send(delivery)
+        upcoming = self.store.next_callback_at()
+        return None if upcoming is None else max(0.0, upcoming - self.clock())
 
-    def _send(self, delivery: int, job_id: str, url: str, created_at: float, tried: int) -> None:
+    def _send(self, delivery: Delivery) -> None:
+        job_id, url = delivery.job_id, delivery.url
         error = _post(url, self._body(job_id))
         self._count("delivered" if error is None else "failed")
+        now = self.clock()
         if error is None:
-            self.store.callback_tried(delivery, "delivered", time.time(), "")
+            self.store.callback_tried(delivery, DeliveryState.DELIVERED, now, "")
             log.info("job %s: callback delivered to %s", job_id, url)
             return
-        gap = min(FIRST_RETRY * 2**tried, LONGEST_GAP)
-        if time.time() + gap - created_at > self.retry_for:
-            self.store.callback_tried(delivery, "abandoned", time.time(), error)
+        gap = min(FIRST_RETRY * 2**delivery.attempts, LONGEST_GAP)
+        if now + gap - delivery.created_at > self.retry_for:
+            self.store.callback_tried(delivery, DeliveryState.ABANDONED, now, error)
             self._count("abandoned")
             log.warning("job %s: callback to %s abandoned: %s", job_id, url, error)
             return
-        self.store.callback_tried(delivery, "pending", time.time() + gap, error)
+        self.store.callback_tried(delivery, DeliveryState.PENDING, now + gap, error)
         log.info("job %s: callback to %s failed (%s); next try in %gs", job_id, url, error, gap)
 
     def _body(self, job_id: str) -> bytes:

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jobd import __version__
-from jobd.client import ClientError, JobdClient, default_url
-from jobd.config import OPTIONS, Config
+from jobd.client import ClientError, JobdClient
+from jobd.config import CLIENT_OPTIONS, OPTIONS, ClientConfig, Config, Option
 from jobd.errors import ConfigError
+from jobd.models import JobStatus, is_terminal
 
 COMMANDS = ("serve", "submit", "get", "cancel", "health")
 
@@ -31,28 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the HTTP daemon. Each flag can also be set by the environment"
         " variable shown; a flag wins over the environment.",
     )
-    for option in OPTIONS:
-        default = option.default or option.shown_default or "none"
-        serve.add_argument(
-            option.flag,
-            dest=option.name,
-            metavar=option.metavar or None,
-            help=f"{option.help} [env: {', '.join(option.envs)}; default: {default}]",
-        )
+    _add_options(serve, OPTIONS)
     _add_client_commands(commands)
     return parser
 
 
+def _add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...]) -> None:
+    for option in options:
+        parser.add_argument(
+            option.flag, dest=option.name, metavar=option.metavar or None, help=option.help_text
+        )
+
+
 def _add_client_commands(commands: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--url",
-        default=default_url(),
-        help="the daemon [env: JOBD_URL; default: http://127.0.0.1:$JOBD_PORT or 8080]",
-    )
-    common.add_argument(
-        "--token", default=os.environ.get("JOBD_TOKEN"), help="bearer token [env: JOBD_TOKEN]"
-    )
+    _add_options(common, CLIENT_OPTIONS)
     submit = commands.add_parser(
         "submit", parents=[common], help="upload a job folder or zip; prints the job"
     )
@@ -74,7 +68,8 @@ def _add_client_commands(commands: argparse._SubParsersAction) -> None:
 
 def _run_client(args: argparse.Namespace) -> int:
     """Prints the answer; exits 1 when a fetched job ended FAILED or CANCELLED."""
-    client = JobdClient(args.url, args.token)
+    config = ClientConfig.resolve(vars(args), os.environ)
+    client = JobdClient(config.url, config.token)
     if args.command in ("health", "cancel"):
         answer = client.health() if args.command == "health" else client.cancel(args.id)
         print(json.dumps(answer, indent=2))
@@ -86,7 +81,7 @@ def _run_client(args: argparse.Namespace) -> int:
     else:
         job = _fetch(client, args.id, args.wait, args.out)
     print(json.dumps(job, indent=2))
-    return 1 if job.get("Status") in ("FAILED", "CANCELLED") else 0
+    return 1 if job.get("Status") in (JobStatus.FAILED.value, JobStatus.CANCELLED.value) else 0
 
 
 def _fetch(client: JobdClient, job_id: str, wait: float | None, out: Path | None) -> dict:
@@ -96,7 +91,7 @@ def _fetch(client: JobdClient, job_id: str, wait: float | None, out: Path | None
     partial = out.with_name(f".{out.name}.part")
     with open(partial, "wb") as result:
         job = client.wait(job_id, result, wait)
-    if job.get("Status") in ("SUCCESS", "FAILED", "CANCELLED"):
+    if is_terminal(job.get("Status")):
         partial.replace(out)
     else:
         partial.unlink()
@@ -120,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "serve":
         try:
             return _run_client(args)
-        except (ClientError, OSError) as exc:
+        except (ClientError, ConfigError, OSError) as exc:
             print(f"jobd: error: {exc}", file=sys.stderr)
             return 1
     try:

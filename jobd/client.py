@@ -7,7 +7,6 @@ import contextlib
 import http.client
 import itertools
 import json
-import os
 import tempfile
 import time
 import zipfile
@@ -18,8 +17,7 @@ from urllib.parse import quote, urlsplit
 from jobd.archive import Base64Writer, base64_chunks_of, base64_length
 from jobd.errors import JobdError
 from jobd.jsonstream import scan_object
-
-TERMINAL = ("SUCCESS", "FAILED", "CANCELLED")
+from jobd.models import is_terminal
 
 
 class ClientError(Exception):
@@ -114,7 +112,7 @@ class JobdClient:
         while True:
             left = 60.0 if deadline is None else min(60.0, deadline - time.monotonic())
             job = self.get(job_id, max(left, 0.0), out)
-            if job.get("Status") in TERMINAL or left <= 0:
+            if is_terminal(job.get("Status")) or left <= 0:
                 return job
 
 
@@ -126,8 +124,3 @@ def _zip_folder(folder: Path, dest: Path) -> Path:
             if path.is_file():
                 archive.write(path, path.relative_to(folder).as_posix())
     return dest
-
-
-def default_url() -> str:
-    port = os.environ.get("JOBD_PORT") or os.environ.get("PORT") or "8080"
-    return os.environ.get("JOBD_URL") or f"http://127.0.0.1:{port}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,20 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _one_line(text: str) -> str:
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"{text!r} must be on one line")
+    return text
+
+
+def _sbatch_args(text: str) -> tuple[str, ...]:
+    """sbatch options as a shell would split them; each becomes an #SBATCH line."""
+    try:
+        return tuple(_one_line(token) for token in shlex.split(text))
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a list of sbatch options: {exc}") from None
+
+
 def _positive_size(text: str) -> int:
     value = parse_size(text)
     if value < 1:
@@ -106,7 +121,12 @@ class Option:
     parse: Callable[[str], object]
     help: str
     metavar: str = ""
-    shown_default: str | None = None  # for --help, where `default` is None
+    shown_default: str | None = None  # for --help, where `default` does not say it
+
+    @property
+    def help_text(self) -> str:
+        default = self.shown_default or self.default or "none"
+        return f"{self.help} [env: {', '.join(self.envs)}; default: {default}]"
 
     @property
     def flag(self) -> str:
@@ -127,7 +147,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "workers",
         ("JOBD_WORKERS",),
-        None,
+        str(os.cpu_count() or 1),
         _positive_int,
         "most local jobs that run at once",
         "N",
@@ -204,7 +224,7 @@ OPTIONS: tuple[Option, ...] = (
         "slurm_partition",
         ("JOBD_SLURM_PARTITION",),
         None,
-        str,
+        _one_line,
         "default partition of Slurm jobs; a job's own #SBATCH lines win",
         "NAME",
     ),
@@ -212,22 +232,22 @@ OPTIONS: tuple[Option, ...] = (
         "slurm_account",
         ("JOBD_SLURM_ACCOUNT",),
         None,
-        str,
+        _one_line,
         "default account of Slurm jobs; a job's own #SBATCH lines win",
         "NAME",
     ),
     Option(
         "slurm_args",
         ("JOBD_SLURM_ARGS",),
-        None,
-        str,
+        "",
+        _sbatch_args,
         "more default sbatch options, e.g. '--time=1:00:00 --mem=4G'; a job's own win",
         "ARGS",
     ),
     Option(
         "callback_allow",
         ("JOBD_CALLBACK_ALLOW",),
-        None,
+        "",
         lambda text: tuple(h.strip().lower() for h in text.split(",") if h.strip()),
         "hosts a job's callback_url may name, comma-separated, * wildcards",
         "HOSTS",
@@ -252,46 +272,82 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 
+#: The client commands' settings: which daemon to talk to, and how.
+CLIENT_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "url",
+        ("JOBD_URL",),
+        None,
+        str,
+        "the daemon",
+        "URL",
+        "http://127.0.0.1:$JOBD_PORT, or port 8080",
+    ),
+    Option("token", ("JOBD_TOKEN",), None, str, "bearer token", "TOKEN"),
+)
+
+
+def _resolve(
+    options: tuple[Option, ...], flags: Mapping[str, object], environ: Mapping[str, str]
+) -> dict[str, object]:
+    """Flag, then the environment variables in their order, then the default."""
+    values: dict[str, object] = {}
+    for option in options:
+        raw, source = flags.get(option.name), option.flag
+        for env in option.envs:
+            if raw is None and environ.get(env):
+                raw, source = environ[env], env
+        if raw is None:
+            raw, source = option.default, "default"
+        try:
+            values[option.name] = None if raw is None else option.parse(str(raw))
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return values
+
+
 @dataclass(frozen=True)
 class Config:
-    host: str = "0.0.0.0"
-    port: int = 8080
-    data_dir: Path = Path("data")
-    workers: int = 1
-    max_upload: int = 400 * 10**6
-    max_unpacked: int = 4 * 10**9
-    max_files: int = 100_000
-    retention: float = 48 * 3600
-    token: str | None = None
-    timeout: float | None = None
-    pending_status: int = 206
-    on_restart: str = "rerun"
-    kill_grace: float = 5.0
-    slurm_partition: str | None = None
-    slurm_account: str | None = None
-    slurm_args: str | None = None
-    callback_allow: tuple[str, ...] = ()
-    callback_retry_for: float = 300.0
-    threads: int = 64
+    """The daemon's settings; `resolve` fills every field from OPTIONS."""
+
+    host: str
+    port: int
+    data_dir: Path
+    workers: int
+    max_upload: int
+    max_unpacked: int
+    max_files: int
+    retention: float
+    token: str | None
+    timeout: float | None
+    pending_status: int
+    on_restart: str
+    kill_grace: float
+    slurm_partition: str | None
+    slurm_account: str | None
+    slurm_args: tuple[str, ...]
+    callback_allow: tuple[str, ...]
+    callback_retry_for: float
+    threads: int
 
     @classmethod
-    def resolve(cls, flags: Mapping[str, str | None], environ: Mapping[str, str]) -> Config:
+    def resolve(cls, flags: Mapping[str, object], environ: Mapping[str, str]) -> Config:
         """Flag, then JOBD_*, then the Go jobd's variable, then the default."""
-        values: dict[str, object] = {}
-        for option in OPTIONS:
-            raw, source = flags.get(option.name), option.flag
-            for env in option.envs:
-                if raw is None and environ.get(env):
-                    raw, source = environ[env], env
-            if raw is None:
-                raw, source = option.default, "default"
-            if raw is None:
-                continue
-            try:
-                values[option.name] = option.parse(raw)
-            except ValueError as exc:
-                raise ConfigError(f"{source}: {exc}") from None
-        values.setdefault("workers", os.cpu_count() or 1)
-        if values.get("token") == "":
+        values = _resolve(OPTIONS, flags, environ)
+        if values["token"] == "":
             values["token"] = None
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)  # type: ignore[arg-type]  # one value per field, from OPTIONS
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    url: str
+    token: str | None
+
+    @classmethod
+    def resolve(cls, flags: Mapping[str, object], environ: Mapping[str, str]) -> ClientConfig:
+        values = _resolve(CLIENT_OPTIONS, flags, environ)
+        if values["url"] is None:
+            port = _resolve(tuple(o for o in OPTIONS if o.name == "port"), {}, environ)["port"]
+            values["url"] = f"http://127.0.0.1:{port}"
+        return cls(str(values["url"]), values["token"] or None)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Job states and the job record, and how a job looks on the wire."""
+"""Job states, the job record and what a new job asks for, and how a job looks on the wire."""
 
 from __future__ import annotations
 
@@ -24,16 +24,12 @@ class JobStatus(str, Enum):
 
 
 TERMINAL = frozenset({JobStatus.SUCCESS, JobStatus.FAILED, JobStatus.CANCELLED})
+UNFINISHED = frozenset(JobStatus) - TERMINAL
 
 
-#: job-orchestrator's payload states, spelled as its deserializer expects.
-_PAYLOAD_STATUS = {
-    JobStatus.QUEUED: "Prepared",
-    JobStatus.RUNNING: "Running",
-    JobStatus.SUCCESS: "Completed",
-    JobStatus.FAILED: "Failed",
-    JobStatus.CANCELLED: "Killed",
-}
+def is_terminal(wire_status: object) -> bool:
+    """Whether a `Status` as sent on the wire is a final one."""
+    return any(wire_status == status.value for status in TERMINAL)
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -47,9 +43,20 @@ def rfc3339(ts: float | None) -> str | None:
     return text.replace("+00:00", "Z")
 
 
+@dataclass(frozen=True)
+class JobSpec:
+    """What a new job asks for, whichever wire shape it came in; every intake builds one."""
+
+    id: str
+    slurml: bool = False
+    timeout: float | None = None
+    callback_url: str | None = None
+    slurm_options: tuple[str, ...] = ()
+
+
 @dataclass
 class Job:
-    """One row of the store; `seq` is the small integer ID and the FIFO order."""
+    """One row of the store, field for column; `seq` is the small integer ID and FIFO order."""
 
     id: str
     status: JobStatus
@@ -88,13 +95,19 @@ class Job:
             "IntID": self.seq,  # the ID of job-orchestrator's routes (/retrieve/<n>, /kill/<n>)
         }
 
-    def payload(self, workdir: str) -> dict[str, object]:
-        """The job as job-orchestrator's client protocol shows it; every key is required."""
-        return {
-            "id": self.seq,
-            "input": {},
-            "status": "Cleaned" if self.expired else _PAYLOAD_STATUS[self.status],
-            "loc": workdir,
-            "pid": self.pgid or 0,
-            "killed": self.status is JobStatus.CANCELLED,
-        }
+
+class DeliveryState(str, Enum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    ABANDONED = "abandoned"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A callback owed for a finished job: one row of the store's outbox."""
+
+    id: int
+    job_id: str
+    url: str
+    created_at: float
+    attempts: int

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from jobd.errors import IdTaken
-from jobd.models import Job, JobStatus
+from jobd.models import TERMINAL, UNFINISHED, Delivery, DeliveryState, Job, JobStatus
 
 #: Each step takes the schema from its index to the next version; a new jobd migrates old data.
 MIGRATIONS = (
@@ -51,51 +52,26 @@ CREATE INDEX outbox_due ON outbox (state, next_at);
 """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-_COLUMNS = (
-    "seq, id, status, message, exit_code, slurml, slurm_id, timeout, created_at, started_at,"
-    " finished_at, updated_at, attempts, pgid, pgid_start, expired, callback_url"
-)
+#: The job table's columns are the Job dataclass's fields, by name.
+_FIELDS = tuple(field.name for field in dataclasses.fields(Job))
+_COLUMNS = ", ".join(_FIELDS)
+_DELIVERY_FIELDS = tuple(field.name for field in dataclasses.fields(Delivery))
+_INSERTED = tuple(name for name in _FIELDS if name != "seq")  # seq is the store's to give
 
 
-def _row_to_job(row: tuple) -> Job:
-    (
-        seq,
-        job_id,
-        status,
-        message,
-        exit_code,
-        slurml,
-        slurm_id,
-        timeout,
-        created_at,
-        started_at,
-        finished_at,
-        updated_at,
-        attempts,
-        pgid,
-        pgid_start,
-        expired,
-        callback_url,
-    ) = row
-    return Job(
-        id=job_id,
-        status=JobStatus(status),
-        seq=seq,
-        message=message,
-        exit_code=exit_code,
-        slurml=bool(slurml),
-        slurm_id=slurm_id,
-        timeout=timeout,
-        created_at=created_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        updated_at=updated_at,
-        attempts=attempts,
-        pgid=pgid,
-        pgid_start=pgid_start,
-        expired=bool(expired),
-        callback_url=callback_url,
-    )
+def _row_to_job(row: sqlite3.Row) -> Job:
+    job = Job(**{name: row[name] for name in _FIELDS})
+    job.status = JobStatus(job.status)
+    job.slurml, job.expired = bool(job.slurml), bool(job.expired)
+    return job
+
+
+def _marks(values: Collection[object]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _values(statuses: Iterable[JobStatus]) -> list[str]:
+    return sorted(status.value for status in statuses)
 
 
 class Store:
@@ -108,6 +84,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
@@ -136,27 +113,26 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
-    def _query(self, sql: str, params: Iterable[object] = ()) -> list[Job]:
+    def _rows(self, sql: str, params: Iterable[object] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs {sql}", tuple(params)).fetchall()
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    def _query(self, sql: str, params: Iterable[object] = ()) -> list[Job]:
+        rows = self._rows(f"SELECT {_COLUMNS} FROM jobs {sql}", params)
         return [_row_to_job(row) for row in rows]
 
+    @staticmethod
+    def _reread(db: sqlite3.Connection, job_id: str) -> Job:
+        row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _row_to_job(row)
+
     def insert(self, job: Job) -> Job:
+        values = [getattr(job, name) for name in _INSERTED]
+        values[_INSERTED.index("status")] = job.status.value
         try:
             with self._tx() as db:
                 cursor = db.execute(
-                    "INSERT INTO jobs (id, status, message, slurml, timeout, created_at,"
-                    " updated_at, callback_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        job.id,
-                        job.status.value,
-                        job.message,
-                        job.slurml,
-                        job.timeout,
-                        job.created_at,
-                        job.updated_at,
-                        job.callback_url,
-                    ),
+                    f"INSERT INTO jobs ({', '.join(_INSERTED)}) VALUES ({_marks(values)})", values
                 )
         except sqlite3.IntegrityError:
             raise IdTaken(job.id) from None
@@ -172,39 +148,33 @@ class Store:
         return jobs[0] if jobs else None
 
     def exists(self, job_id: str) -> bool:
-        with self._lock:
-            return (
-                self._db.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone()
-                is not None
-            )
+        return bool(self._rows("SELECT 1 FROM jobs WHERE id = ?", (job_id,)))
 
     def with_status(self, status: JobStatus) -> list[Job]:
         return self._query("WHERE status = ? AND expired = 0 ORDER BY seq", (status.value,))
 
     def counts(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT status, COUNT(*) FROM jobs WHERE expired = 0 GROUP BY status"
-            ).fetchall()
-        return {status.value: 0 for status in JobStatus} | dict(rows)
+        rows = self._rows("SELECT status, COUNT(*) FROM jobs WHERE expired = 0 GROUP BY status")
+        return {status.value: 0 for status in JobStatus} | {row[0]: row[1] for row in rows}
 
-    def claim_next_local(self) -> Job | None:
-        """Move the oldest queued local job to RUNNING; the one place a job is started."""
+    def first_queued_local(self) -> Job | None:
+        """The oldest queued job that runs here (FIFO)."""
+        jobs = self._query(
+            "WHERE status = ? AND slurml = 0 ORDER BY seq LIMIT 1", (JobStatus.QUEUED.value,)
+        )
+        return jobs[0] if jobs else None
+
+    def claim(self, job_id: str) -> Job | None:
+        """Move a queued job to RUNNING as a new attempt; None if it is no longer queued."""
         now = time.time()
         with self._tx() as db:
-            row = db.execute(
-                "SELECT seq FROM jobs WHERE status = 'QUEUED' AND slurml = 0 ORDER BY seq LIMIT 1"
-            ).fetchone()
-            if row is None:
-                return None
-            db.execute(
-                "UPDATE jobs SET status = 'RUNNING', started_at = ?, updated_at = ?,"
+            cursor = db.execute(
+                "UPDATE jobs SET status = ?, started_at = ?, updated_at = ?,"
                 " attempts = attempts + 1, pgid = NULL, pgid_start = NULL, message = ''"
-                " WHERE seq = ?",
-                (now, now, row[0]),
+                " WHERE id = ? AND status = ?",
+                (JobStatus.RUNNING.value, now, now, job_id, JobStatus.QUEUED.value),
             )
-            found = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE seq = ?", row).fetchone()
-        return _row_to_job(found)
+            return self._reread(db, job_id) if cursor.rowcount else None
 
     def set_process(self, job_id: str, pgid: int, start: int | None) -> None:
         with self._tx() as db:
@@ -216,26 +186,25 @@ class Store:
         self,
         job_id: str,
         to: JobStatus,
-        allowed_from: Iterable[JobStatus],
+        expect: Collection[JobStatus],
         message: str,
         exit_code: int | None = None,
     ) -> Job | None:
-        """Change a job's state only from an allowed one; None when another change won the race."""
+        """Change a job's state only from an expected one; None when another change won."""
         now = time.time()
-        sources = [status.value for status in allowed_from]
+        sources = _values(expect)
         finished = now if to.terminal else None
         started = now if to is JobStatus.RUNNING else None
         with self._tx() as db:
             cursor = db.execute(
-                f"UPDATE jobs SET status = ?, message = ?, exit_code = ?, finished_at = ?,"
-                f" started_at = COALESCE(?, started_at), updated_at = ?"
-                f" WHERE id = ? AND status IN ({','.join('?' * len(sources))})",
+                "UPDATE jobs SET status = ?, message = ?, exit_code = ?, finished_at = ?,"
+                " started_at = COALESCE(?, started_at), updated_at = ?"
+                f" WHERE id = ? AND status IN ({_marks(sources)})",
                 (to.value, message, exit_code, finished, started, now, job_id, *sources),
             )
             if cursor.rowcount == 0:
                 return None
-            row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            job = _row_to_job(row)
+            job = self._reread(db, job_id)
             if to.terminal and job.callback_url:  # owed in the same commit as the end
                 db.execute(
                     "INSERT INTO outbox (job_id, url, created_at, next_at) VALUES (?, ?, ?, ?)",
@@ -264,47 +233,48 @@ class Store:
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
     def unfinished_slurm(self) -> list[Job]:
+        statuses = _values(UNFINISHED)
         return self._query(
-            "WHERE slurml = 1 AND status IN ('QUEUED', 'RUNNING') AND expired = 0 ORDER BY seq"
+            f"WHERE slurml = 1 AND status IN ({_marks(statuses)}) AND expired = 0 ORDER BY seq",
+            statuses,
         )
 
-    def due_callbacks(self, now: float) -> list[tuple[int, str, str, float, int]]:
-        """(id, job_id, url, created_at, attempts) of deliveries due by `now`."""
-        with self._lock:
-            return self._db.execute(
-                "SELECT id, job_id, url, created_at, attempts FROM outbox"
-                " WHERE state = 'pending' AND next_at <= ? ORDER BY next_at",
-                (now,),
-            ).fetchall()
+    def due_callbacks(self, now: float) -> list[Delivery]:
+        rows = self._rows(
+            f"SELECT {', '.join(_DELIVERY_FIELDS)} FROM outbox"
+            " WHERE state = ? AND next_at <= ? ORDER BY next_at",
+            (DeliveryState.PENDING.value, now),
+        )
+        return [Delivery(**{name: row[name] for name in _DELIVERY_FIELDS}) for row in rows]
 
     def next_callback_at(self) -> float | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT MIN(next_at) FROM outbox WHERE state = 'pending'"
-            ).fetchone()
-        return row[0]
+        rows = self._rows(
+            "SELECT MIN(next_at) FROM outbox WHERE state = ?", (DeliveryState.PENDING.value,)
+        )
+        return rows[0][0]
 
-    def callback_tried(self, delivery: int, state: str, next_at: float, error: str) -> None:
+    def callback_tried(
+        self, delivery: Delivery, state: DeliveryState, next_at: float, error: str
+    ) -> None:
         with self._tx() as db:
             db.execute(
                 "UPDATE outbox SET state = ?, next_at = ?, attempts = attempts + 1,"
                 " last_error = ? WHERE id = ?",
-                (state, next_at, error, delivery),
+                (state.value, next_at, error, delivery.id),
             )
 
     def expire_finished_before(self, cutoff: float) -> list[str]:
         """Turn finished jobs older than `cutoff` into tombstones; their files go next."""
+        statuses = _values(TERMINAL)
         with self._tx() as db:
             rows = db.execute(
                 "SELECT id FROM jobs WHERE expired = 0 AND finished_at < ?"
-                " AND status IN ('SUCCESS', 'FAILED', 'CANCELLED')",
-                (cutoff,),
+                f" AND status IN ({_marks(statuses)})",
+                (cutoff, *statuses),
             ).fetchall()
-            db.executemany("UPDATE jobs SET expired = 1 WHERE id = ?", rows)
+            db.executemany("UPDATE jobs SET expired = 1 WHERE id = ?", [(row[0],) for row in rows])
         return [row[0] for row in rows]
 
     def live_ids(self) -> set[str]:
         """IDs whose files should exist on disk."""
-        with self._lock:
-            rows = self._db.execute("SELECT id FROM jobs WHERE expired = 0").fetchall()
-        return {row[0] for row in rows}
+        return {row[0] for row in self._rows("SELECT id FROM jobs WHERE expired = 0")}

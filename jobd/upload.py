@@ -21,12 +21,7 @@ class Upload:
     slurml: bool
     timeout: float | None
     slurm_options: tuple[str, ...]
-    fields: dict[str, object]
-
-    @property
-    def callback_url(self) -> object:
-        """As sent: the service checks it against --callback-allow."""
-        return self.fields.get("callback_url")
+    callback_url: object  # as sent: intake checks it against --callback-allow
 
 
 def read_upload(stream: BinaryIO, limit: int, sink: Callable[[bytes], None]) -> Upload:
@@ -57,7 +52,9 @@ def _validate(fields: dict[str, object]) -> Upload:
     options = _slurm_options(fields.get("slurm_options"))
     if options and not slurml:
         raise BadRequest("'slurm_options' apply only to Slurm jobs: add \"slurml\": true")
-    return Upload(job_id, slurml, _timeout(fields.get("timeout")), options, fields)
+    return Upload(
+        job_id, slurml, _timeout(fields.get("timeout")), options, fields.get("callback_url")
+    )
 
 
 def _timeout(value: object) -> float | None:

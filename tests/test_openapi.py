@@ -37,7 +37,7 @@ def test_every_route_of_the_app_is_described(spec) -> None:
     from jobd.app import create_app  # routes only: the app is not served here
     from jobd.config import Config
 
-    app = create_app(Config(), service=None)  # type: ignore[arg-type]
+    app = create_app(Config.resolve({}, {}), service=None)  # type: ignore[arg-type]  # routes only
     for route in app.routes:
         path = ROUTE_PARAM.sub(r"{\1}", route.rule)
         path = re.sub(r"\{job_id\}", "{id}", path)

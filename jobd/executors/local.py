@@ -12,27 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobd import procs
-
-STDOUT = "jobd.stdout"
-STDERR = "jobd.stderr"
-
-
-def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The daemon's environment minus its own settings and the frozen binary's loader state.
-
-    JOBD_* may hold the token. A PyInstaller binary points LD_LIBRARY_PATH at its bundle
-    and leaks _PYI_*/STATICX_*; research tools run by run.sh must see the system's libraries.
-    """
-    env = {
-        key: value
-        for key, value in environ.items()
-        if not key.startswith(("JOBD_", "_PYI_", "STATICX_"))
-    }
-    original = env.pop("LD_LIBRARY_PATH_ORIG", None)
-    env.pop("LD_LIBRARY_PATH", None)
-    if original:
-        env["LD_LIBRARY_PATH"] = original
-    return env
+from jobd.executors import runsh
 
 
 class StartError(Exception):
@@ -53,16 +33,19 @@ class Run:
 
 class LocalExecutor:
     def __init__(self, environ: Mapping[str, str], kill_grace: float) -> None:
-        self._env = child_environment(environ)
+        self._env = runsh.child_environment(environ)
         self._grace = kill_grace
 
     def start(self, workdir: Path) -> Run:
         script = workdir / "run.sh"
         with open(script, "rb") as head:
             first_line = head.readline(256)
-        argv = ["./run.sh"] if first_line.startswith(b"#!") else ["/bin/sh", "./run.sh"]
+        argv = runsh.command(first_line)
         try:
-            with open(workdir / STDOUT, "wb") as out, open(workdir / STDERR, "wb") as err:
+            with (
+                open(workdir / runsh.STDOUT, "wb") as out,
+                open(workdir / runsh.STDERR, "wb") as err,
+            ):
                 proc = subprocess.Popen(
                     argv,
                     cwd=workdir,

@@ -10,11 +10,11 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobd.executors.local import STDERR, STDOUT, child_environment
+from jobd.executors import runsh
 
 WRAPPER = "slurm-job.sh"
 EXIT_FILE = "slurm-exitcode"
@@ -66,14 +66,12 @@ class SlurmExecutor:
         environ: Mapping[str, str],
         partition: str | None = None,
         account: str | None = None,
-        extra_args: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
-        self._env = child_environment(environ)  # sbatch passes its environment to the job
+        self._env = runsh.child_environment(environ)  # sbatch passes its environment to the job
         self._defaults = [f"--partition={partition}"] if partition else []
         self._defaults += [f"--account={account}"] if account else []
-        self._defaults += _group_options(shlex.split(extra_args or ""))
-        if any("\n" in option for option in self._defaults):
-            raise ValueError("Slurm defaults must not contain line breaks")
+        self._defaults += _group_options(list(extra_args))
 
     def missing(self) -> str | None:
         """Why Slurm jobs cannot be submitted from here, if they cannot."""
@@ -95,7 +93,7 @@ class SlurmExecutor:
         upload's options; a later directive wins. Kept, so a submission can be redone."""
         run_sh = (workdir / "run.sh").read_bytes()
         exit_file = shlex.quote(str(jobdir / EXIT_FILE))
-        start = "./run.sh" if run_sh.startswith(b"#!") else "/bin/sh ./run.sh"
+        start = " ".join(runsh.command(run_sh))
         lines = ["#!/bin/sh"]
         lines += [f"#SBATCH {option}" for option in self._defaults]
         lines += _sbatch_lines(run_sh)
@@ -117,8 +115,8 @@ class SlurmExecutor:
             "--parsable",
             f"--job-name=jobd-{job_id}",
             f"--chdir={workdir}",
-            f"--output={workdir / STDOUT}",
-            f"--error={workdir / STDERR}",
+            f"--output={workdir / runsh.STDOUT}",
+            f"--error={workdir / runsh.STDERR}",
             str(jobdir / WRAPPER),
         )
         if done.returncode != 0:

@@ -1,0 +1,125 @@
+"""Intake: every wire shape of a new job becomes a JobSpec and a staged folder, checked whole
+before anything is kept; `accept` then moves it into place, records it and launches it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from jobd.archive import Base64Writer, Limits, extract, write_files, zip_directory
+from jobd.callbacks import check_callback_url
+from jobd.config import Config
+from jobd.errors import IdTaken, JobdError, Unavailable
+from jobd.layout import Layout
+from jobd.local_runner import LocalRunner
+from jobd.metrics import Metrics
+from jobd.models import Job, JobSpec, JobStatus
+from jobd.slurm_runner import SlurmRunner
+from jobd.store import Store
+from jobd.upload import read_upload
+
+log = logging.getLogger("jobd")
+
+
+class Intake:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        layout: Layout,
+        metrics: Metrics,
+        limits: Limits,
+        local: LocalRunner,
+        slurm: SlurmRunner,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._layout = layout
+        self._metrics = metrics
+        self._local = local
+        self._slurm = slurm
+        self._limits = limits
+
+    def upload(self, body: BinaryIO, limit: int) -> Job:
+        """`POST /api/upload`: JSON with the base64 zip, decoded to disk as it arrives."""
+        with self._staging() as staging:
+            with open(staging / "input.zip", "wb") as kept:
+                decoder = Base64Writer(kept)
+                upload = read_upload(body, limit, decoder.write)
+                decoder.close()
+            callback = upload.callback_url
+            if callback is not None:
+                callback = check_callback_url(callback, self._config.callback_allow)
+            job_id = upload.job_id or str(uuid.uuid4())
+            if self._store.exists(job_id):
+                raise IdTaken(job_id)
+            extract(staging / "input.zip", staging / "work", self._limits)
+            spec = JobSpec(
+                job_id,
+                slurml=upload.slurml,
+                timeout=upload.timeout or self._config.timeout,
+                callback_url=callback,
+                slurm_options=upload.slurm_options,
+            )
+            return self.accept(spec, staging)
+
+    def files(self, parts: list[tuple[str, BinaryIO]]) -> Job:
+        """`POST /submit`: separate files, run locally. They are zipped as the kept input, so
+        a restart can run the job again."""
+        with self._staging() as staging:
+            write_files(parts, staging / "work", self._limits)
+            zip_directory(staging / "work", staging / "input.zip")
+            spec = JobSpec(str(uuid.uuid4()), timeout=self._config.timeout)
+            return self.accept(spec, staging)
+
+    def accept(self, spec: JobSpec, staged: Path) -> Job:
+        """Keep a staged job (`input.zip` and `work/`) and launch it; nothing is kept if
+        it cannot be launched."""
+        if spec.slurml:
+            self._slurm.check_available()
+        target = self._layout.job_dir(spec.id)
+        size = (staged / "input.zip").stat().st_size
+        try:
+            os.rename(staged, target)  # claims the ID on disk: a racing twin fails here
+        except OSError:
+            raise IdTaken(spec.id) from None
+        now = time.time()
+        job = Job(
+            spec.id,
+            JobStatus.QUEUED,
+            slurml=spec.slurml,
+            timeout=spec.timeout,
+            callback_url=spec.callback_url,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            self._store.insert(job)
+        except JobdError:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+        log.info("job %s: QUEUED", job.id)
+        self._metrics.submitted(job, size)
+        runner = self._slurm if spec.slurml else self._local
+        try:
+            return runner.launch(job, spec)
+        except Unavailable:  # Slurm refused it: the job was never accepted
+            self._store.delete(job.id)
+            self._layout.remove_job(job.id)
+            raise
+
+    @contextlib.contextmanager
+    def _staging(self) -> Iterator[Path]:
+        """A fresh folder under tmp/, gone afterwards: moved into place, or removed."""
+        staging = self._layout.staging()
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,207 @@
+"""Jobs that run on this machine: `--workers` threads claim queued jobs, run them in their own
+process group, end them on cancel, timeout or shutdown, and recover them after a restart."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import shutil
+import threading
+from dataclasses import dataclass, field
+
+from jobd import procs
+from jobd.archive import Limits, extract
+from jobd.dispatch import Policy
+from jobd.executors.local import LocalExecutor, Run, StartError
+from jobd.executors.runsh import ending
+from jobd.layout import Layout
+from jobd.lifecycle import Lifecycle
+from jobd.models import Job, JobSpec, JobStatus
+
+log = logging.getLogger("jobd")
+
+_RUNNING = frozenset({JobStatus.RUNNING})
+_QUEUED = frozenset({JobStatus.QUEUED})
+
+
+class Stop(enum.Enum):
+    """Why jobd itself ended a run; decides the final state."""
+
+    CANCEL = "cancelled"
+    TIMEOUT = "timed out"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass
+class _Active:
+    """A job a worker has claimed: the run once started, and why jobd is ending it, if it is."""
+
+    run: Run | None = None
+    stop: Stop | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class LocalRunner:
+    def __init__(
+        self,
+        workers: int,
+        rerun_on_restart: bool,
+        layout: Layout,
+        executor: LocalExecutor,
+        lifecycle: Lifecycle,
+        policy: Policy,
+        limits: Limits,
+    ) -> None:
+        self._workers = workers
+        self._rerun = rerun_on_restart
+        self._layout = layout
+        self._executor = executor
+        self._lifecycle = lifecycle
+        self._policy = policy
+        self._limits = limits
+        # guards _active together with claiming, so a cancel finds every claimed job
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._active: dict[str, _Active] = {}
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+
+    # -- start and stop ---------------------------------------------------------------------
+
+    def recover(self, job: Job) -> None:
+        """A job that was RUNNING when the daemon stopped: end what is left of its last run,
+        then queue it again (or fail it, with --on-restart fail)."""
+        if job.pgid and procs.end_leftover_group(job.pgid, job.pgid_start):
+            log.info(
+                "job %s: ended the leftover process group %d of its last run", job.id, job.pgid
+            )
+        if self._rerun:
+            self._lifecycle.requeue(
+                job.id,
+                "jobd restarted while this job was running; it runs again from its input",
+                expect=_RUNNING,
+            )
+        else:
+            self._lifecycle.finish(
+                job.id,
+                JobStatus.FAILED,
+                "jobd restarted while this job was running; not re-run (--on-restart fail)",
+                expect=_RUNNING,
+            )
+
+    def start(self) -> None:
+        for number in range(self._workers):
+            thread = threading.Thread(target=self._work, name=f"worker-{number}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop dispatching and end running jobs; they stay RUNNING and run again on restart."""
+        with self._lock:
+            self._stopping = True
+            self._wake.notify_all()
+            runs = []
+            for active in self._active.values():
+                active.stop = Stop.SHUTDOWN
+                runs.append(active.run)
+        for run in runs:
+            if run is not None:
+                self._executor.terminate(run)
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def launch(self, job: Job, spec: JobSpec) -> Job:
+        """A new job is queued: a free worker takes it at once."""
+        with self._lock:
+            self._wake.notify()
+        return job
+
+    # -- cancel -----------------------------------------------------------------------------
+
+    def cancel(self, job: Job) -> bool:
+        """Cancel a queued or running job; returns once its process group is gone, False if
+        the job had already ended."""
+        if job.status is JobStatus.QUEUED:
+            cancelled = self._lifecycle.finish(  # its inputs are its result
+                job.id, JobStatus.CANCELLED, "cancelled before it started", expect=_QUEUED
+            )
+            if cancelled is not None:
+                return True
+        with self._lock:
+            active = self._active.get(job.id)
+            if active is not None:
+                active.stop = active.stop or Stop.CANCEL
+                run = active.run
+        if active is None:
+            return False
+        if run is not None:
+            self._executor.terminate(run)
+        active.done.wait()
+        return True
+
+    # -- run --------------------------------------------------------------------------------
+
+    def _claim(self) -> tuple[Job, _Active] | None:
+        with self._lock:
+            while not self._stopping:
+                chosen = self._policy.next_job()
+                job = chosen and self._lifecycle.claim(chosen.id)
+                if job is not None:
+                    active = self._active[job.id] = _Active()
+                    return job, active
+                if chosen is None:
+                    self._wake.wait()
+        return None
+
+    def _work(self) -> None:
+        while claimed := self._claim():
+            job, active = claimed
+            try:
+                self._run(job, active)
+            except Exception as exc:  # a worker must survive anything one job does
+                log.exception("job %s: jobd failed while running it", job.id)
+                self._lifecycle.fail(
+                    job.id, f"jobd failed while running it: {exc}", expect=_RUNNING
+                )
+            finally:
+                with self._lock:
+                    del self._active[job.id]
+                active.done.set()
+
+    def _run(self, job: Job, active: _Active) -> None:
+        workdir = self._layout.work_dir(job.id)
+        if job.attempts > 1:  # a re-run after a restart starts from the original input again
+            shutil.rmtree(workdir, ignore_errors=True)
+            extract(self._layout.input_zip(job.id), workdir, self._limits)
+        try:
+            run = self._executor.start(workdir)
+        except StartError as exc:
+            self._lifecycle.fail(job.id, str(exc), expect=_RUNNING)
+            return
+        self._lifecycle.record_process(job.id, run.pgid, run.start_time)
+        with self._lock:
+            active.run = run
+            stopping = active.stop
+        if stopping:
+            self._executor.terminate(run)
+        if not self._executor.wait(run, job.timeout):
+            with self._lock:
+                active.stop = active.stop or Stop.TIMEOUT
+            self._executor.terminate(run)
+        code = self._executor.reap(run)
+        if active.stop is Stop.SHUTDOWN:
+            log.info("job %s: stopped by shutdown; it runs again on restart", job.id)
+            return
+        self._finish(job, code, active.stop)
+
+    def _finish(self, job: Job, code: int, stop: Stop | None) -> None:
+        """The final state, from run.sh's return code and why jobd ended it, if it did."""
+        how = ending(code)
+        if stop is Stop.CANCEL:
+            status, message = JobStatus.CANCELLED, f"cancelled while running; {how}"
+        elif stop is Stop.TIMEOUT:
+            status, message = JobStatus.FAILED, f"timed out after {job.timeout:g}s; {how}"
+        else:
+            status, message = (JobStatus.SUCCESS if code == 0 else JobStatus.FAILED), how
+        exit_code = code if stop is None and code >= 0 else None  # null once killed
+        self._lifecycle.finish(job.id, status, message, expect=_RUNNING, exit_code=exit_code)

@@ -1,0 +1,104 @@
+"""job-orchestrator's client protocol on the same jobs and workers: its routes, its payload,
+and its small integer job IDs (`IntID` in the job object)."""
+
+from __future__ import annotations
+
+import os
+
+from bottle import Bottle, HTTPResponse, request
+
+from jobd import __version__
+from jobd.archive import path_problem
+from jobd.config import Config
+from jobd.errors import BadRequest, Conflict, Internal, JobdError
+from jobd.models import Job, JobStatus
+from jobd.responses import json_response, refuse_large_body, zip_response
+from jobd.service import JobService
+
+#: job-orchestrator's payload states, spelled as its deserializer expects.
+_PAYLOAD_STATUS = {
+    JobStatus.QUEUED: "Prepared",
+    JobStatus.RUNNING: "Running",
+    JobStatus.SUCCESS: "Completed",
+    JobStatus.FAILED: "Failed",
+    JobStatus.CANCELLED: "Killed",
+}
+
+
+def payload(job: Job, service: JobService) -> dict[str, object]:
+    """The job as job-orchestrator's client protocol shows it; every key is required."""
+    return {
+        "id": job.seq,
+        "input": {},
+        "status": "Cleaned" if job.expired else _PAYLOAD_STATUS[job.status],
+        "loc": str(service.layout.work_dir(job.id)),
+        "pid": job.pgid or 0,
+        "killed": job.status is JobStatus.CANCELLED,
+    }
+
+
+def load() -> float:
+    """CPU load as a percentage of this machine's CPUs (the 1-minute average), 0 to 100."""
+    return round(min(100.0, os.getloadavg()[0] / (os.cpu_count() or 1) * 100), 1)
+
+
+def orchestrator_routes(app: Bottle, config: Config, service: JobService) -> None:
+    @app.get("/")
+    def ping() -> HTTPResponse:
+        return HTTPResponse(f"jobd {__version__}\n", 200, {"Content-Type": "text/plain"})
+
+    @app.get("/load")
+    def cpu_load() -> HTTPResponse:
+        return json_response(load())
+
+    @app.post("/submit")
+    def submit() -> HTTPResponse:
+        refuse_large_body(config.max_upload)
+        try:
+            uploads = request.files.allitems()
+        except Exception as exc:  # Bottle's multipart parser has no error class of its own
+            raise BadRequest(f"the body is not valid multipart/form-data: {exc}") from None
+        if not uploads:
+            raise BadRequest("send the job's files as multipart/form-data parts, run.sh among them")
+        parts = [(_part_path(name, upload.raw_filename), upload.file) for name, upload in uploads]
+        job = service.submit_files(parts)
+        request.environ["jobd.job_id"] = job.id
+        return json_response(payload(job, service))
+
+    @app.get("/retrieve/<number:int>")
+    def retrieve(number: int) -> HTTPResponse:
+        job = service.find(number)
+        request.environ["jobd.job_id"] = job.id
+        if job.status is JobStatus.SUCCESS and not job.expired:
+            return zip_response(service.result(job))
+        return json_response(payload(job, service))
+
+    @app.get("/retrieve_partial/<number:int>")
+    def retrieve_partial(number: int) -> HTTPResponse:
+        job = service.get(number)
+        request.environ["jobd.job_id"] = job.id
+        return zip_response(service.result(job) if job.status.terminal else service.snapshot(job))
+
+    @app.post("/kill/<number:int>")
+    def kill(number: int) -> HTTPResponse:
+        job = service.find(number)
+        request.environ["jobd.job_id"] = job.id
+        if not job.status.terminal and not job.expired:
+            try:
+                job = service.cancel(job.id)
+            except Conflict:  # it ended meanwhile: nothing left to kill
+                job = service.find(number)
+            except JobdError as exc:
+                raise Internal(f"could not end job {number}: {exc.message}") from None
+        return json_response(payload(job, service))
+
+
+def _part_path(name: str, filename: str | None) -> str:
+    """Where a /submit part goes: its name when that is a relative path ending in its file
+    name (job-orchestrator's way), else its file name (curl -F file=@x's way)."""
+    for what, value in (("name", name), ("file name", filename or "")):
+        problem = path_problem(value)
+        if problem:
+            raise BadRequest(f"the part {what} {value!r} {problem}; paths must stay inside the job")
+    assert filename is not None
+    return name if name == filename or name.endswith("/" + filename) else filename

@@ -1,0 +1,46 @@
+"""Answers every route family shares: JSON bodies, the one error shape, files streamed from
+disk, and the body-size check made before a body is read."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from bottle import HTTPResponse, request
+
+from jobd.archive import CHUNK
+from jobd.errors import TooLarge
+
+
+def json_response(body: object, status: int = 200, **headers: str) -> HTTPResponse:
+    return HTTPResponse(json.dumps(body), status, {"Content-Type": "application/json", **headers})
+
+
+def error_response(status: int, code: str, message: str, **headers: str) -> HTTPResponse:
+    """The one JSON error shape: {"error", "message", "status"}."""
+    return json_response({"error": code, "message": message, "status": status}, status, **headers)
+
+
+def read_all(source: BinaryIO, size: int) -> Iterator[bytes]:
+    """`size` bytes of an open file in pieces (it may grow meanwhile: Content-Length holds)."""
+    with source:
+        while size > 0 and (block := source.read(min(CHUNK, size))):
+            size -= len(block)
+            yield block
+
+
+def zip_response(zipped: BinaryIO) -> HTTPResponse:
+    size = os.fstat(zipped.fileno()).st_size
+    headers = {"Content-Type": "application/zip", "Content-Length": str(size)}
+    return HTTPResponse(read_all(zipped, size), 200, headers)
+
+
+def refuse_large_body(limit: int) -> None:
+    """A body whose declared size is over --max-upload is refused before it is read."""
+    if request.content_length > limit:
+        raise TooLarge(
+            f"the body is {request.content_length} bytes; this jobd accepts at most {limit}"
+            " (see --max-upload)"
+        )
