@@ -10,6 +10,7 @@ import json
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, urlsplit
@@ -32,12 +33,17 @@ class JobdClient:
         connection = (
             http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         )
-        self._connect = lambda: connection(parts.hostname, parts.port, timeout=timeout)
+        host, port = parts.hostname, parts.port
+        self._connect = lambda: connection(host, port, timeout=timeout)
         self._base = parts.path.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def _request(
-        self, method: str, path: str, body: object = None, length: int | None = None
+        self,
+        method: str,
+        path: str,
+        body: Iterable[bytes] | None = None,
+        length: int | None = None,
     ) -> http.client.HTTPResponse:
         headers = dict(self._headers)
         if length is not None:

@@ -350,4 +350,5 @@ class ClientConfig:
         if values["url"] is None:
             port = _resolve(tuple(o for o in OPTIONS if o.name == "port"), {}, environ)["port"]
             values["url"] = f"http://127.0.0.1:{port}"
-        return cls(str(values["url"]), values["token"] or None)  # type: ignore[arg-type]
+        token = values["token"]
+        return cls(str(values["url"]), str(token) if token else None)

@@ -37,10 +37,12 @@ def launcher_pid() -> int | None:
     if not getattr(sys, "frozen", False):
         return None
     ours = _cmdline(os.getpid())
+    if ours is None:
+        return None
     top, pid = None, os.getppid()
     while pid > 1:
         theirs = _cmdline(pid)
-        if theirs is None or theirs[1:] != ours[1:]:  # type: ignore[index]
+        if theirs is None or theirs[1:] != ours[1:]:
             break
         top, pid = pid, _parent(pid)
     return top

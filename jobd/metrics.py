@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from jobd.models import Job
+from jobd.models import Job, JobStatus
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -35,9 +36,11 @@ class Metrics:
         self._callbacks = Counter(
             "jobd_callback_deliveries", "Callback attempts, by outcome.", ["result"], registry=r
         )
-        for name, status in (("queued", "QUEUED"), ("running", "RUNNING")):
-            gauge = Gauge(f"jobd_jobs_{name}", f"Jobs {status} now.", registry=r)
-            gauge.set_function(lambda status=status: counts()[status])
+        for status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            gauge = Gauge(
+                f"jobd_jobs_{status.value.lower()}", f"Jobs {status.value} now.", registry=r
+            )
+            gauge.set_function(functools.partial(_count, counts, status))
 
     def submitted(self, job: Job, size: int) -> None:
         self._submitted.labels("slurm" if job.slurml else "local").inc()
@@ -53,3 +56,7 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _count(counts: Callable[[], dict[str, int]], status: JobStatus) -> float:
+    return counts()[status.value]

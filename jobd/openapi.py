@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+from typing import Any
 
 from jobd import __version__
 
@@ -41,7 +42,7 @@ def _query(name: str, schema: dict, description: str) -> dict:
 
 
 _FLAG = {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"]}
-_ZIP = {
+_ZIP: dict[str, Any] = {
     "description": "a zip of the job directory",
     "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
 }

@@ -114,7 +114,7 @@ def serve(config: Config) -> int:
         "jobd %s listening on http://%s:%s (data dir %s, workers: %d)",
         __version__,
         config.host,
-        server.effective_port,  # type: ignore[union-attr]
+        server.effective_port,
         config.data_dir.resolve(),
         config.workers,
     )
