@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 from conftest import (
+    REPO_ROOT,
     assert_error,
     assert_status,
     base_env,
@@ -16,21 +17,26 @@ from conftest import (
     unique_id,
 )
 
-FLAGS = (
-    "--host",
-    "--port",
-    "--data-dir",
-    "--workers",
-    "--max-upload",
-    "--max-unpacked",
-    "--max-files",
-    "--retention",
-    "--token",
-    "--timeout",
-    "--pending-status",
-    "--on-restart",
-    "--kill-grace",
-)
+# The option tables are the one source of the flags; the README's table must list them all.
+from jobd.config import CLIENT_OPTIONS, OPTIONS
+
+#: A value no parser but a free-text one accepts: not a number, two lines, an open quote.
+NONSENSE = "lots of\n'"
+
+
+def readme_flags() -> dict[str, list[str]]:
+    """The README's flag table: flag -> its environment variables."""
+    text = (REPO_ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| `(--[a-z-]+)` \| (`JOBD_[^|]*) \|", text, re.MULTILINE)
+    return {flag: re.findall(r"`([A-Z_]+)`", envs) for flag, envs in rows}
+
+
+def refuses(option) -> bool:
+    try:
+        option.parse(NONSENSE)
+    except ValueError:
+        return True
+    return False
 
 
 def run_cli(tmp_path, *args: str, env: dict[str, str] | None = None):
@@ -52,11 +58,49 @@ def test_version(tmp_path):
     assert re.search(r"\d+\.\d+", result.stdout + result.stderr)
 
 
-def test_serve_help_documents_every_flag(tmp_path):
+def test_serve_help_documents_every_flag_and_its_variables(tmp_path):
     result = run_cli(tmp_path, "serve", "--help")
     assert result.returncode == 0, result.stderr
-    missing = [flag for flag in FLAGS if flag not in result.stdout]
+    text = " ".join(result.stdout.split())  # argparse wraps lines
+    missing = [
+        name for option in OPTIONS for name in (option.flag, *option.envs) if name not in text
+    ]
     assert not missing, f"serve --help does not mention {missing}"
+
+
+def test_client_help_documents_url_and_token(tmp_path):
+    result = run_cli(tmp_path, "health", "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    missing = [n for o in CLIENT_OPTIONS for n in (o.flag, *o.envs) if n not in text]
+    assert not missing, f"health --help does not mention {missing}"
+
+
+def test_the_readme_lists_every_flag_with_its_variables():
+    documented = readme_flags()
+    expected = {option.flag: list(option.envs) for option in OPTIONS}
+    assert documented == expected
+
+
+@pytest.mark.parametrize("option", [o for o in OPTIONS if refuses(o)], ids=lambda o: o.flag)
+@pytest.mark.parametrize("given_as", ["flag", "env"])
+def test_every_bad_value_is_one_line_before_start_up(tmp_path, option, given_as):
+    """Flag or variable: exit 2 with one line naming it, and the data dir is never touched."""
+    data_dir = tmp_path / "never"
+    args = ["serve"]
+    env = {"JOBD_HOST": "127.0.0.1", "JOBD_PORT": str(free_port()), "JOBD_DATA_DIR": str(data_dir)}
+    if given_as == "flag":
+        args += [option.flag, NONSENSE]
+        named = option.flag
+    else:
+        env[option.envs[0]] = NONSENSE
+        named = option.envs[0]
+    result = run_cli(tmp_path, *args, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("jobd: error: ") and named in lines[-1], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not data_dir.exists()
 
 
 @pytest.mark.parametrize(

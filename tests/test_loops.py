@@ -1,0 +1,175 @@
+"""The daemon's periodic work as ticks driven with a made-up clock, against a real SQLite store,
+real files and a real HTTP server on loopback; and the wait slots' give-back rules."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from typing import ClassVar
+
+import pytest
+from conftest import wait_until
+
+from jobd.callbacks import Callbacks
+from jobd.errors import Unavailable
+from jobd.layout import Layout
+from jobd.loop import Loop
+from jobd.models import Job, JobStatus
+from jobd.retention import Retention
+from jobd.slots import WaitSlots
+from jobd.store import Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    layout = Layout(tmp_path / "data")
+    layout.prepare()
+    store = Store(layout.db)
+    yield store, layout
+    store.close()
+
+
+def finished_job(store: Store, job_id: str, callback_url: str | None = None) -> Job:
+    now = time.time()
+    job = Job(job_id, JobStatus.QUEUED, callback_url=callback_url, created_at=now, updated_at=now)
+    store.insert(job)
+    ended = store.transition(job_id, JobStatus.SUCCESS, [JobStatus.QUEUED], "done", 0)
+    assert ended is not None
+    return ended
+
+
+def test_retention_removes_a_job_only_once_its_time_is_up(store):
+    store, layout = store
+    job = finished_job(store, "old")
+    layout.job_dir("old").mkdir()
+    retention = Retention(store, layout, keep_for=3600)
+
+    assert retention.tick(job.finished_at + 3599) == retention.interval
+    assert layout.job_dir("old").exists()
+    assert not store.get("old").expired
+
+    retention.tick(job.finished_at + 3601)
+    assert not layout.job_dir("old").exists()
+    assert store.get("old").expired
+    assert 0.2 <= retention.interval <= 60
+
+
+def tick_at(loop: Loop, now: float) -> float | None:
+    """One tick at `now`, with the loop's clock standing still at `now` while it runs."""
+    loop.clock = lambda: now
+    return loop.tick(now)
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    """Answers 500 to the first `fail` requests, then 204; keeps every body."""
+
+    fail = 1
+    bodies: ClassVar[list[bytes]] = []
+
+    def do_POST(self) -> None:
+        self.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(500 if len(self.bodies) <= self.fail else 204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hook():
+    _Hook.bodies = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/done", _Hook.bodies
+    server.shutdown()
+    server.server_close()
+
+
+def test_callbacks_retry_after_the_gap_the_clock_says(store, hook):
+    store, _ = store
+    url, bodies = hook
+    job = finished_job(store, "called", callback_url=url)
+    outcomes: list[str] = []
+    callbacks = Callbacks(store, lambda job_id: store.get(job_id), 300, outcomes.append)
+    start = job.finished_at
+
+    assert tick_at(callbacks, start) == pytest.approx(1.0)  # failed: the first retry in 1 s
+    assert outcomes == ["failed"] and len(bodies) == 1
+    assert tick_at(callbacks, start + 0.5) == pytest.approx(0.5)  # not due: nothing sent
+    assert len(bodies) == 1
+
+    assert tick_at(callbacks, start + 1) is None  # delivered: nothing left to do
+    assert outcomes == ["failed", "delivered"]
+    assert b'"ID": "called"' in bodies[1] and b'"Output"' not in bodies[1]
+
+
+def test_callbacks_give_up_once_retry_for_has_passed(store, hook):
+    store, _ = store
+    url, _ = hook
+    _Hook.fail = 100
+    try:
+        job = finished_job(store, "abandoned", callback_url=url)
+        outcomes: list[str] = []
+        callbacks = Callbacks(store, lambda job_id: store.get(job_id), 5, outcomes.append)
+        now = job.finished_at
+        for _ in range(10):
+            delay = tick_at(callbacks, now)
+            if delay is None:
+                break
+            now += delay
+        assert outcomes[-1] == "abandoned"
+        assert now - job.finished_at <= 5
+        assert store.next_callback_at() is None
+    finally:
+        _Hook.fail = 1
+
+
+class _Counter(Loop):
+    thread_name = "counter"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticks = 0
+
+    def tick(self, now: float) -> float | None:
+        self.ticks += 1
+        return None  # only when kicked
+
+
+def test_a_loop_ticks_at_start_and_on_each_kick_and_stops():
+    loop = _Counter()
+    loop.start()
+    try:
+        wait_until(lambda: loop.ticks == 1, what="the first tick")
+        loop.kick()
+        wait_until(lambda: loop.ticks == 2, what="a tick after the kick")
+    finally:
+        loop.stop()
+    assert loop._thread is not None and not loop._thread.is_alive()
+
+
+def test_a_follow_never_iterated_gives_its_slot_back():
+    slots = WaitSlots(threads=5)  # one slot
+    body = slots.stream(iter([b"x"]))
+    with pytest.raises(Unavailable):
+        slots.stream(iter([]))
+    body.close()  # as the server does with a body it never sent
+    slots.stream(iter([])).close()
+
+
+def test_a_finished_or_failed_follow_gives_its_slot_back():
+    slots = WaitSlots(threads=5)
+    assert list(slots.stream(iter([]))) == []
+
+    def broken():
+        yield b"a"
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError):
+        list(slots.stream(broken()))
+    with slots.hold() as held:
+        assert held
+        with slots.hold() as second:
+            assert not second  # full: a long-poll answers at once instead
