@@ -17,6 +17,7 @@ from jobd.executors.runsh import ending
 from jobd.layout import Layout
 from jobd.lifecycle import Lifecycle
 from jobd.models import Job, JobSpec, JobStatus
+from jobd.store import Store
 
 log = logging.getLogger("jobd")
 
@@ -46,6 +47,7 @@ class LocalRunner:
         self,
         workers: int,
         rerun_on_restart: bool,
+        store: Store,
         layout: Layout,
         executor: LocalExecutor,
         lifecycle: Lifecycle,
@@ -54,6 +56,7 @@ class LocalRunner:
     ) -> None:
         self._workers = workers
         self._rerun = rerun_on_restart
+        self._store = store
         self._layout = layout
         self._executor = executor
         self._lifecycle = lifecycle
@@ -68,9 +71,14 @@ class LocalRunner:
 
     # -- start and stop ---------------------------------------------------------------------
 
-    def recover(self, job: Job) -> None:
-        """A job that was RUNNING when the daemon stopped: end what is left of its last run,
-        then queue it again (or fail it, with --on-restart fail)."""
+    def recover(self) -> None:
+        """Jobs that were RUNNING when the daemon stopped: end what is left of their last run,
+        then queue them again (or fail them, with --on-restart fail)."""
+        for job in self._store.with_status(JobStatus.RUNNING):
+            if not job.slurml:  # Slurm jobs ran on in Slurm: their runner re-attaches
+                self._recover(job)
+
+    def _recover(self, job: Job) -> None:
         if job.pgid and procs.end_leftover_group(job.pgid, job.pgid_start):
             log.info(
                 "job %s: ended the leftover process group %d of its last run", job.id, job.pgid

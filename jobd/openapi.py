@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from jobd import __version__
+from jobd.models import JOB_ID_PATTERN, JobStatus
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -68,7 +69,7 @@ SCHEMAS: dict[str, dict] = {
         ],
         "properties": {
             "ID": {"type": "string"},
-            "Status": {"enum": ["QUEUED", "RUNNING", "SUCCESS", "FAILED", "CANCELLED"]},
+            "Status": {"enum": [status.value for status in JobStatus]},
             "Message": {"type": "string", "description": "why, in words"},
             "Output": {"type": "string", "description": "base64 result zip; empty if pending"},
             "LastUpdated": {"type": "string", "format": "date-time"},
@@ -87,7 +88,7 @@ SCHEMAS: dict[str, dict] = {
         "type": "object",
         "required": ["input"],
         "properties": {
-            "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
+            "id": {"type": "string", "pattern": f"^{JOB_ID_PATTERN.pattern}$"},
             "input": {"type": "string", "description": "base64 zip with run.sh at its root"},
             "slurml": {"type": "boolean"},
             "slurm": {"type": "boolean", "description": "the same as slurml"},

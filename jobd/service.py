@@ -59,6 +59,7 @@ class JobService:
         self.local = LocalRunner(
             config.workers,
             config.on_restart == "rerun",
+            store,
             layout,
             executor,
             self.lifecycle,
@@ -75,9 +76,7 @@ class JobService:
         """Bring the data dir back to a consistent state after any kind of stop."""
         self.layout.prepare()
         self.layout.remove_orphans(self.store.live_ids())
-        for job in self.store.with_status(JobStatus.RUNNING):
-            if not job.slurml:  # Slurm jobs ran on in Slurm: their runner re-attaches
-                self.local.recover(job)
+        self.local.recover()
         self.slurm.recover()
 
     def start(self) -> None:
@@ -87,9 +86,9 @@ class JobService:
 
     def stop(self) -> None:
         """Stop dispatching and end running jobs; they stay RUNNING and run again on restart."""
+        self.local.stop()
         for loop in (self.slurm, self.callbacks, self.retention):
             loop.stop()
-        self.local.stop()
 
     # -- accept and cancel ------------------------------------------------------------------
 
