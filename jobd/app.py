@@ -157,8 +157,9 @@ def create_app(config: Config, service: JobService) -> Bottle:
     def get(job_id: str) -> HTTPResponse:
         request.environ["jobd.job_id"] = job_id
         partial = parse_flag(request.query, "partial")
+        wait = parse_wait(request.query.get("wait"))
         with slots.hold() as held:  # without a free slot, answer now rather than starve others
-            job = service.wait(job_id, parse_wait(request.query.get("wait")) if held else 0.0)
+            job = service.wait(job_id, wait if held else 0.0)
         if job.status.terminal:
             return _with_output(job, service.result(job), 200)
         if partial:
