@@ -15,12 +15,18 @@ from bottle import Bottle, FormsDict, HTTPError, HTTPResponse, request, response
 
 from jobd.archive import base64_chunks_of, base64_length
 from jobd.config import Config
-from jobd.errors import BadRequest, JobdError, Unauthorized
+from jobd.errors import BadRequest, JobdError, NotFound, Unauthorized
 from jobd.metrics import CONTENT_TYPE_LATEST
 from jobd.models import Job
 from jobd.openapi import SPEC, docs_page
 from jobd.orchestrator import orchestrator_routes
-from jobd.responses import error_response, json_response, read_all, refuse_large_body
+from jobd.responses import (
+    error_response,
+    json_response,
+    read_all,
+    refuse_large_body,
+    size_of,
+)
 from jobd.service import JobService
 from jobd.slots import WaitSlots
 
@@ -39,6 +45,7 @@ def _errors_as_json(callback: Callable[..., object]) -> Callable[..., object]:
     @functools.wraps(callback)
     def wrapper(*args: object, **kwargs: object) -> object:
         try:
+            _check_path()
             return callback(*args, **kwargs)
         except JobdError as exc:
             extra = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else {}
@@ -54,8 +61,17 @@ def _errors_as_json(callback: Callable[..., object]) -> Callable[..., object]:
     return wrapper
 
 
+def _check_path() -> None:
+    """A path that is not UTF-8 names nothing: Bottle would drop the bad bytes and could
+    land on another job."""
+    try:
+        request.environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise NotFound("there is no such path: it is not valid UTF-8") from None
+
+
 def _require_token(token: str | None) -> Callable[[Callable[..., object]], Callable[..., object]]:
-    expected = f"Bearer {token}".encode()
+    expected = f"bearer {token}".encode()  # the scheme is case-insensitive (RFC 7235)
 
     def plugin(callback: Callable[..., object]) -> Callable[..., object]:
         if token is None:
@@ -64,6 +80,8 @@ def _require_token(token: str | None) -> Callable[[Callable[..., object]], Calla
         @functools.wraps(callback)
         def wrapper(*args: object, **kwargs: object) -> object:
             given = request.get_header("Authorization", "").encode()
+            scheme, _, credentials = given.partition(b" ")
+            given = scheme.lower() + b" " + credentials if credentials else given
             if not hmac.compare_digest(given, expected):
                 raise Unauthorized(
                     "this jobd needs a token: send the header 'Authorization: Bearer <token>'"
@@ -106,7 +124,7 @@ def _with_output(job: Job, zipped: BinaryIO, status: int) -> HTTPResponse:
     del body["Output"]
     head = (json.dumps(body)[:-1] + ', "Output": "').encode()
     tail = b'"}'
-    size = os.fstat(zipped.fileno()).st_size
+    size = size_of(zipped)
 
     def stream() -> Iterator[bytes]:
         with zipped:

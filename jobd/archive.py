@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import lzma
 import os
+import posixpath
 import stat
 import zipfile
 import zlib
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from jobd.disk import is_full
 from jobd.errors import BadRequest, TooLarge
 
 CHUNK = 1 << 20
@@ -24,6 +27,8 @@ _STORE_ABOVE_RATIO = 0.9
 _STORE_BELOW = 1024
 #: Read size for base64 output: a multiple of 3, so the pieces concatenate without padding.
 _ENCODE_BLOCK = 3 * (1 << 18)
+#: A zip with no entries: what a job whose result could not be stored answers with.
+EMPTY_ZIP = b"PK\x05\x06" + bytes(18)
 
 
 @dataclass(frozen=True)
@@ -189,9 +194,16 @@ def extract(zip_path: Path, dest: Path, limits: Limits) -> None:
         raise BadRequest(f"'input' is not a valid zip: {exc}") from None
     except NotImplementedError as exc:
         raise BadRequest(f"the zip uses a feature jobd cannot read: {exc}") from None
+    except UnicodeDecodeError:
+        raise BadRequest("a zip entry's name is marked as UTF-8 but is not UTF-8") from None
+    except (zlib.error, lzma.LZMAError) as exc:
+        raise BadRequest(f"the zip holds a corrupt compressed entry: {exc}") from None
     except OSError as exc:
+        if is_full(exc):
+            raise  # the server's disk, not the zip: the caller answers 507
         where = Path(exc.filename).relative_to(dest) if exc.filename else "an entry"
-        raise BadRequest(f"the zip cannot be unpacked: {exc.strerror} at {where}") from None
+        what = exc.strerror or f"its data is corrupt ({exc})"
+        raise BadRequest(f"the zip cannot be unpacked: {what} at {where}") from None
 
 
 def _extract_one(
@@ -225,25 +237,32 @@ def write_files(parts: list[tuple[str, BinaryIO]], dest: Path, limits: Limits) -
         reason = path_problem(name)
         if reason:
             raise BadRequest(f"the file name {name!r} {reason}; paths must stay inside the job")
-    if "run.sh" not in {name.lstrip("./") for name, _ in parts}:
+    if "run.sh" not in {posixpath.normpath(name) for name, _ in parts}:
         raise BadRequest("no run.sh among the files; send run.sh next to the inputs")
     written = 0
     for name, stream in parts:
         target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
         mode = 0o755 if target == dest / "run.sh" else 0o644
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            with os.fdopen(fd, "wb") as out:
+                while block := stream.read(CHUNK):
+                    written += len(block)
+                    if written > limits.max_unpacked:
+                        raise TooLarge(f"the files hold more than {limits.max_unpacked} bytes")
+                    out.write(block)
         except FileExistsError:
-            raise BadRequest(f"the file {name!r} is sent twice") from None
+            raise BadRequest(
+                f"the file {name!r} is sent twice, or clashes with a folder of that name"
+            ) from None
         except OSError as exc:
-            raise BadRequest(f"the file {name!r} cannot be stored: {exc.strerror}") from None
-        with os.fdopen(fd, "wb") as out:
-            while block := stream.read(CHUNK):
-                written += len(block)
-                if written > limits.max_unpacked:
-                    raise TooLarge(f"the files hold more than {limits.max_unpacked} bytes")
-                out.write(block)
+            if is_full(exc):
+                raise
+            raise BadRequest(
+                f"the file {name!r} cannot be stored: {exc.strerror or exc}"
+                " (is a folder on its path also sent as a file?)"
+            ) from None
 
 
 def zip_directory(root: Path, dest: Path) -> None:

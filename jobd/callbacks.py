@@ -29,7 +29,11 @@ def check_callback_url(url: object, allow: tuple[str, ...]) -> str:
     """The upload's `callback_url`, if it is an http(s) URL to a host `allow` permits."""
     if not isinstance(url, str) or not url:
         raise BadRequest(f"'callback_url' must be an http(s) URL, not {url!r}")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        raise BadRequest(f"'callback_url' {url!r} is not a valid URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest(f"'callback_url' {url!r} is not an http(s) URL")
     if allow and not any(fnmatch.fnmatch(parts.hostname.lower(), host) for host in allow):
@@ -114,3 +118,5 @@ def _post(url: str, body: bytes) -> str | None:
         return f"HTTP {exc.code}"
     except (urllib.error.URLError, OSError) as exc:
         return str(getattr(exc, "reason", exc))
+    except Exception as exc:  # e.g. http.client.InvalidURL: one bad row must not stop the rest
+        return f"{type(exc).__name__}: {exc}"

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jobd import __version__
+from jobd import __version__, logs
 from jobd.client import ClientError, JobdClient
 from jobd.config import CLIENT_OPTIONS, OPTIONS, ClientConfig, Config, Option
 from jobd.errors import ConfigError
@@ -40,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...]) -> None:
     for option in options:
         parser.add_argument(
-            option.flag, dest=option.name, metavar=option.metavar or None, help=option.help_text
+            option.flag,
+            dest=option.name,
+            metavar=option.metavar or None,
+            help=option.help_text.replace("%", "%%"),  # argparse formats help with %
         )
 
 
@@ -106,12 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_list.insert(0, "serve")
     parser = build_parser()
     args = parser.parse_args(args_list)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    logs.configure()
     if args.command != "serve":
         try:
             return _run_client(args)

@@ -28,6 +28,10 @@ _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
 _DURATION_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)", re.IGNORECASE)
 
 
+#: The longest time limit a job may have: longer waits overflow the system's timers.
+MAX_TIMEOUT = 366 * 86400.0
+
+
 def parse_size(text: str) -> int:
     """`400MB`, `1.5GB`, `512MiB` or plain bytes; MB/GB are powers of 10, MiB/GiB of 2."""
     match = _SIZE_RE.fullmatch(text)
@@ -74,10 +78,12 @@ def _port(text: str) -> int:
     return value
 
 
-def _optional_duration(text: str) -> float | None:
+def _job_timeout(text: str) -> float | None:
     if text.strip().lower() in ("", "none", "0", "off"):
         return None
     value = parse_duration(text)
+    if value > MAX_TIMEOUT:
+        raise ValueError(f"{text!r} is longer than a year, the longest time limit of a job")
     return value or None
 
 
@@ -102,6 +108,36 @@ def _sbatch_args(text: str) -> tuple[str, ...]:
         return tuple(_one_line(token) for token in shlex.split(text))
     except ValueError as exc:
         raise ValueError(f"{text!r} is not a list of sbatch options: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Reserve:
+    """Free space kept for running jobs' results: a size, a share of the volume, or the
+    smaller of both."""
+
+    size: int | None = None
+    share: float | None = None
+
+    def of(self, total: int) -> int:
+        limits = [self.size] if self.size is not None else []
+        limits += [int(total * self.share)] if self.share is not None else []
+        return min(limits, default=0)
+
+
+def parse_reserve(text: str) -> Reserve:
+    """`1GB`, `5%`, or both (`1GB,5%`: whichever is smaller); `0` keeps none."""
+    size, share = None, None
+    for part in (p.strip() for p in text.split(",")):
+        if part.endswith("%"):
+            try:
+                share = float(part[:-1]) / 100
+            except ValueError:
+                share = -1.0
+            if not 0 <= share <= 1:
+                raise ValueError(f"{part!r} is not a share of the volume (write e.g. 5%)")
+        else:
+            size = parse_size(part)
+    return Reserve(size, share)
 
 
 def _positive_size(text: str) -> int:
@@ -181,6 +217,16 @@ OPTIONS: tuple[Option, ...] = (
         "DUR",
     ),
     Option(
+        "min_free",
+        ("JOBD_MIN_FREE",),
+        "1GB,5%",
+        parse_reserve,
+        "free space kept on the data dir's disk for running jobs' results; below it new jobs"
+        " get 507 (a size, a share like 5%, or both: the smaller counts; 0 keeps none)",
+        "SIZE",
+        "1GB or 5% of the volume, whichever is smaller",
+    ),
+    Option(
         "token",
         ("JOBD_TOKEN",),
         None,
@@ -192,7 +238,7 @@ OPTIONS: tuple[Option, ...] = (
         "timeout",
         ("JOBD_TIMEOUT",),
         None,
-        _optional_duration,
+        _job_timeout,
         "default time limit of a job; a job's own 'timeout' wins",
         "DUR",
     ),
@@ -318,6 +364,7 @@ class Config:
     max_unpacked: int
     max_files: int
     retention: float
+    min_free: Reserve
     token: str | None
     timeout: float | None
     pending_status: int

@@ -58,6 +58,13 @@ class Unavailable(JobdError):
     code = "service_unavailable"
 
 
+class InsufficientStorage(JobdError):
+    """The data dir's disk is full, or at the reserve kept for running jobs."""
+
+    status = 507
+    code = "insufficient_storage"
+
+
 class ConfigError(Exception):
     """A flag or environment variable has a value jobd cannot use; raised before start-up."""
 

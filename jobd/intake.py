@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,8 @@ from typing import BinaryIO
 from jobd.archive import Base64Writer, Limits, extract, write_files, zip_directory
 from jobd.callbacks import check_callback_url
 from jobd.config import Config
-from jobd.errors import IdTaken, JobdError, Unavailable
+from jobd.disk import Disk, is_full
+from jobd.errors import IdTaken, Unavailable
 from jobd.layout import Layout
 from jobd.local_runner import LocalRunner
 from jobd.metrics import Metrics
@@ -36,6 +38,7 @@ class Intake:
         layout: Layout,
         metrics: Metrics,
         limits: Limits,
+        disk: Disk,
         local: LocalRunner,
         slurm: SlurmRunner,
     ) -> None:
@@ -46,6 +49,7 @@ class Intake:
         self._local = local
         self._slurm = slurm
         self._limits = limits
+        self._disk = disk
 
     def upload(self, body: BinaryIO, limit: int) -> Job:
         """`POST /api/upload`: JSON with the base64 zip, decoded to disk as it arrives."""
@@ -88,7 +92,9 @@ class Intake:
         size = (staged / "input.zip").stat().st_size
         try:
             os.rename(staged, target)  # claims the ID on disk: a racing twin fails here
-        except OSError:
+        except OSError as exc:
+            if is_full(exc):
+                raise
             raise IdTaken(spec.id) from None
         now = time.time()
         job = Job(
@@ -102,7 +108,7 @@ class Intake:
         )
         try:
             self._store.insert(job)
-        except JobdError:
+        except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
         log.info("job %s: QUEUED", job.id)
@@ -117,9 +123,16 @@ class Intake:
 
     @contextlib.contextmanager
     def _staging(self) -> Iterator[Path]:
-        """A fresh folder under tmp/, gone afterwards: moved into place, or removed."""
-        staging = self._layout.staging()
+        """A fresh folder under tmp/, gone afterwards: moved into place, or removed. A disk
+        that fills up on the way is a 507, whichever write found it full."""
+        self._disk.check_room()
         try:
-            yield staging
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            staging = self._layout.staging()
+            try:
+                yield staging
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        except (OSError, sqlite3.OperationalError) as exc:
+            if is_full(exc):
+                raise self._disk.full() from None
+            raise

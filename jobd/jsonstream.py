@@ -13,6 +13,7 @@ from jobd.errors import BadRequest, TooLarge
 
 CHUNK = 1 << 20
 _SMALL_VALUE = 1 << 16
+_MAX_DEPTH = 64
 _SPACE = b" \t\r\n"
 _SIMPLE_ESCAPES = {
     ord("/"): b"/",
@@ -93,14 +94,29 @@ class _Body:
         if code in _SIMPLE_ESCAPES:
             self.pos += 2
             return _SIMPLE_ESCAPES[code]
-        if code == ord("u") and self.fill(6):
-            digits = self.buf[self.pos + 2 : self.pos + 6]
-            self.pos += 6
-            try:
-                return chr(int(digits, 16)).encode("utf-8", "surrogatepass")
-            except ValueError:
-                pass
+        if code == ord("u"):
+            unit = self._unit()
+            if 0xD800 <= unit < 0xDC00 and self.fill(2) and self.buf[self.pos] == 92:
+                low = self._unit()  # a surrogate pair, as json.dumps writes an emoji
+                if not 0xDC00 <= low < 0xE000:
+                    raise _malformed("a string holds half a surrogate pair")
+                unit = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
+            return chr(unit).encode("utf-8", "surrogatepass")
         raise _malformed("a string holds an invalid escape sequence")
+
+    def _unit(self) -> int:
+        """The code unit of a \\uXXXX escape that starts here."""
+        if self.fill(6) and self.buf[self.pos + 1] == ord("u"):
+            digits = self.buf[self.pos + 2 : self.pos + 6]
+            if digits.isalnum():
+                try:
+                    unit = int(digits, 16)
+                except ValueError:
+                    pass
+                else:
+                    self.pos += 6
+                    return unit
+        raise _malformed("a string holds an invalid \\u escape")
 
     def small_value(self) -> object:
         """Parse the JSON value that starts here; it must be under 64 KiB."""
@@ -138,6 +154,8 @@ class _Body:
                 in_string = True
             elif byte in b"{[":
                 depth += 1
+                if depth > _MAX_DEPTH:
+                    raise BadRequest(f"a field of the JSON object nests deeper than {_MAX_DEPTH}")
             elif byte in b"}]":
                 if depth == 0:
                     break
@@ -145,6 +163,8 @@ class _Body:
             elif byte == 44 and depth == 0:
                 break
             end += 1
+        if end - self.pos > _SMALL_VALUE:
+            raise BadRequest("a field of the JSON object is longer than 64 KiB")
         raw = self.buf[self.pos : end]
         self.pos = end
         if start not in b"{[-0123456789tfn":
@@ -152,7 +172,10 @@ class _Body:
         try:
             return json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise _malformed(f"{exc.msg} in {raw[:40]!r}") from None
+            shown = raw[:40].decode(errors="replace")
+            raise _malformed(f"{exc.msg} in {shown!r}") from None
+        except ValueError:  # the one left: more digits than Python converts
+            raise _malformed("a number has more than 4300 digits") from None
 
 
 def scan_object(

@@ -4,22 +4,33 @@ Every finisher (the local runner, the Slurm runner, recovery after a restart) en
 through `finish`, which stores the result zip first and then the final state, so nobody
 ever sees a finished job without its result. Whoever waits for a job's end is woken here,
 and the metrics and callbacks hear of it here.
+
+A state change is stored or retried until it is: a full disk or a failing store must never
+leave a job RUNNING with nothing running it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
 import threading
+import zipfile
 from collections.abc import Callable, Collection
 
 from jobd.archive import zip_directory
 from jobd.executors.runsh import STDERR, STDOUT
 from jobd.layout import Layout
+from jobd.logs import Once
 from jobd.metrics import Metrics
 from jobd.models import Job, JobStatus
 from jobd.store import Store
 
 log = logging.getLogger("jobd")
+_once = Once(log)
+
+#: Gaps between tries of a state change the store refused, doubling up to the last.
+RETRY_FIRST, RETRY_LAST = 0.05, 5.0
 
 
 class Lifecycle:
@@ -33,6 +44,11 @@ class Lifecycle:
         # held across a state change and the check before a wait, so no end goes unseen
         self._lock = threading.Lock()
         self._ended: dict[str, threading.Event] = {}
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Give up retrying: what was not stored is settled by recovery at the next start."""
+        self._stopping.set()
 
     def claim(self, job_id: str) -> Job | None:
         """QUEUED -> RUNNING as a new attempt; None if the job is no longer queued."""
@@ -62,25 +78,20 @@ class Lifecycle:
         expect: Collection[JobStatus],
         exit_code: int | None = None,
     ) -> Job | None:
-        """Zip the job's directory as its result, then end it; None if another change won."""
+        """Zip the job's directory as its result, then end it; None if another change won.
+        A result that cannot be stored ends the job FAILED, keeping what fits."""
         assert status.terminal, status
-        self.zip_result(job_id)
-        return self._change(job_id, status, message, expect, exit_code)
-
-    def fail(self, job_id: str, message: str, *, expect: Collection[JobStatus]) -> Job | None:
-        """End a job FAILED because jobd itself failed: its result is zipped if it can be."""
         try:
-            self.zip_result(job_id)
-        except OSError:
-            log.exception("job %s: could not zip its directory", job_id)
-        return self._change(job_id, JobStatus.FAILED, message, expect, None)
-
-    def zip_result(self, job_id: str) -> None:
-        workdir = self._layout.work_dir(job_id)
-        workdir.mkdir(parents=True, exist_ok=True)  # gone only if a re-run's unpacking failed
-        for name in (STDOUT, STDERR):  # every result has both, even if run.sh never ran
-            open(workdir / name, "ab").close()
-        zip_directory(workdir, self._layout.result_zip(job_id))
+            self._zip_result(job_id)
+        except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
+            log.error("job %s: its result could not be stored: %s", job_id, reason)
+            self._keep_logs(job_id)
+            status, message = (
+                JobStatus.FAILED,
+                f"the result could not be stored: {reason}; {message}",
+            )
+        return self._change(job_id, status, message, expect, exit_code)
 
     def wait_for_end(self, job_id: str, timeout: float) -> None:
         """Return once the job has ended, or after `timeout` seconds."""
@@ -91,6 +102,33 @@ class Lifecycle:
             ended = self._ended.setdefault(job_id, threading.Event())
         ended.wait(timeout)
 
+    def _zip_result(self, job_id: str) -> None:
+        """Written aside and renamed into place: a reader never sees half a zip, and one
+        already reading keeps the zip it opened."""
+        workdir = self._layout.work_dir(job_id)
+        workdir.mkdir(parents=True, exist_ok=True)  # gone only if a re-run's unpacking failed
+        for name in (STDOUT, STDERR):  # every result has both, even if run.sh never ran
+            open(workdir / name, "ab").close()
+        result = self._layout.result_zip(job_id)
+        part = result.with_name(result.name + ".part")
+        try:
+            zip_directory(workdir, part)
+            os.replace(part, result)
+        finally:
+            part.unlink(missing_ok=True)
+
+    def _keep_logs(self, job_id: str) -> None:
+        """The job's output alone, if that still fits; else no result file at all (it reads
+        as an empty zip)."""
+        workdir, result = self._layout.work_dir(job_id), self._layout.result_zip(job_id)
+        try:
+            with zipfile.ZipFile(result, "w", zipfile.ZIP_DEFLATED) as archive:
+                for name in (STDOUT, STDERR):
+                    if (workdir / name).is_file():
+                        archive.write(workdir / name, name)
+        except OSError:
+            result.unlink(missing_ok=True)
+
     def _change(
         self,
         job_id: str,
@@ -99,12 +137,22 @@ class Lifecycle:
         expect: Collection[JobStatus],
         exit_code: int | None,
     ) -> Job | None:
-        with self._lock:
-            job = self._store.transition(job_id, to, expect, message, exit_code)
-            if job is not None and to.terminal:
-                ended = self._ended.pop(job_id, None)
-                if ended is not None:
-                    ended.set()
+        delay = RETRY_FIRST
+        while True:
+            try:
+                with self._lock:
+                    job = self._store.transition(job_id, to, expect, message, exit_code)
+                    if job is not None and to.terminal:
+                        ended = self._ended.pop(job_id, None)
+                        if ended is not None:
+                            ended.set()
+                break
+            except sqlite3.Error as exc:
+                _once.failed("store", "job %s: cannot store %s: %s", job_id, to.value, exc, exc=exc)
+                if self._stopping.wait(delay):
+                    return None
+                delay = min(delay * 2, RETRY_LAST)
+        _once.recovered("store", "the store takes state changes again")
         if job is None:
             return None
         log.info("job %s: %s (%s)", job_id, to.value, message)

@@ -16,12 +16,17 @@ from jobd.executors.local import LocalExecutor, Run, StartError
 from jobd.executors.runsh import ending
 from jobd.layout import Layout
 from jobd.lifecycle import Lifecycle
+from jobd.logs import Once
+from jobd.loop import Loop
 from jobd.models import Job, JobSpec, JobStatus
 from jobd.store import Store
 
 log = logging.getLogger("jobd")
 
+_once = Once(log)
 _RUNNING = frozenset({JobStatus.RUNNING})
+#: A worker that cannot claim a job (the store fails) tries again after this, doubling.
+CLAIM_RETRY_FIRST, CLAIM_RETRY_LAST = 0.1, 5.0
 _QUEUED = frozenset({JobStatus.QUEUED})
 
 
@@ -140,6 +145,8 @@ class LocalRunner:
             if active is not None:
                 active.stop = active.stop or Stop.CANCEL
                 run = active.run
+            elif self._stranded(job.id):
+                return self._end_stranded(job.id, JobStatus.CANCELLED, "cancelled")
         if active is None:
             return False
         if run is not None:
@@ -162,19 +169,55 @@ class LocalRunner:
         return None
 
     def _work(self) -> None:
-        while claimed := self._claim():
+        """A worker outlives anything one job, or the store, does to it."""
+        delay = CLAIM_RETRY_FIRST
+        while True:
+            try:
+                claimed = self._claim()
+            except Exception as exc:
+                _once.failed("claim", "a worker cannot take a job: %s", exc, exc=exc)
+                with self._lock:
+                    self._wake.wait(delay)
+                delay = min(delay * 2, CLAIM_RETRY_LAST)
+                continue
+            _once.recovered("claim", "workers take jobs again")
+            delay = CLAIM_RETRY_FIRST
+            if claimed is None:
+                return
             job, active = claimed
             try:
                 self._run(job, active)
-            except Exception as exc:  # a worker must survive anything one job does
+            except Exception as exc:
                 log.exception("job %s: jobd failed while running it", job.id)
-                self._lifecycle.fail(
-                    job.id, f"jobd failed while running it: {exc}", expect=_RUNNING
-                )
+                message = f"jobd failed while running it: {exc}"
+                self._lifecycle.finish(job.id, JobStatus.FAILED, message, expect=_RUNNING)
             finally:
                 with self._lock:
                     del self._active[job.id]
                 active.done.set()
+
+    # -- stranded jobs ----------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """End every job the store says is RUNNING here that no worker runs (its end could
+        not be stored): it never stays RUNNING with nothing running it."""
+        for job in self._store.with_status(JobStatus.RUNNING):
+            with self._lock:
+                stranded = self._stranded(job.id)
+            if stranded:
+                self._end_stranded(job.id, JobStatus.FAILED, "ended FAILED")
+
+    def _stranded(self, job_id: str) -> bool:
+        """Held under the lock: no worker owns the job, yet the store says it runs here."""
+        if job_id in self._active or self._stopping:
+            return False
+        job = self._store.get(job_id)
+        return job is not None and job.status is JobStatus.RUNNING and not job.slurml
+
+    def _end_stranded(self, job_id: str, status: JobStatus, how: str) -> bool:
+        log.warning("job %s: RUNNING with no worker running it; it is %s", job_id, how)
+        message = f"{how} after its run was lost (jobd could not store how it ended)"
+        return self._lifecycle.finish(job_id, status, message, expect=_RUNNING) is not None
 
     def _run(self, job: Job, active: _Active) -> None:
         workdir = self._layout.work_dir(job.id)
@@ -184,7 +227,7 @@ class LocalRunner:
         try:
             run = self._executor.start(workdir)
         except StartError as exc:
-            self._lifecycle.fail(job.id, str(exc), expect=_RUNNING)
+            self._lifecycle.finish(job.id, JobStatus.FAILED, str(exc), expect=_RUNNING)
             return
         self._lifecycle.record_process(job.id, run.pgid, run.start_time)
         with self._lock:
@@ -213,3 +256,18 @@ class LocalRunner:
             status, message = (JobStatus.SUCCESS if code == 0 else JobStatus.FAILED), how
         exit_code = code if stop is None and code >= 0 else None  # null once killed
         self._lifecycle.finish(job.id, status, message, expect=_RUNNING, exit_code=exit_code)
+
+
+class Reconciler(Loop):
+    """Looks for stranded local jobs now and then."""
+
+    thread_name = "reconcile"
+    interval = 5.0
+
+    def __init__(self, runner: LocalRunner) -> None:
+        super().__init__()
+        self._runner = runner
+
+    def tick(self, now: float) -> float:
+        self._runner.reconcile()
+        return self.interval

@@ -3,9 +3,16 @@ deadline, and stops on request."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
+
+from jobd.logs import Once
+
+#: After a failed tick the loop tries again after this long, doubling up to the last.
+RETRY_FIRST, RETRY_LAST = 0.5, 30.0
+_once = Once(logging.getLogger("jobd"))
 
 
 class Loop:
@@ -47,7 +54,15 @@ class Loop:
         raise NotImplementedError
 
     def _run(self) -> None:
+        backoff = RETRY_FIRST
         while not self._stopping.is_set():
             self._kick.clear()  # a kick during the tick is seen: the wait returns at once
-            delay = self.tick(self.clock())
+            try:
+                delay = self.tick(self.clock())
+            except Exception as exc:  # the loop outlives any one bad round; it says so once
+                _once.failed(self.thread_name, "%s failed: %s", self.thread_name, exc, exc=exc)
+                delay, backoff = backoff, min(backoff * 2, RETRY_LAST)
+            else:
+                _once.recovered(self.thread_name, "%s works again", self.thread_name)
+                backoff = RETRY_FIRST
             self._kick.wait(delay)

@@ -14,7 +14,9 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 
 class Metrics:
-    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+    def __init__(
+        self, counts: Callable[[], dict[str, int]], disk_free: Callable[[], float]
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self._submitted = Counter("jobd_jobs_submitted", "Jobs accepted.", ["backend"], registry=r)
@@ -41,6 +43,8 @@ class Metrics:
                 f"jobd_jobs_{status.value.lower()}", f"Jobs {status.value} now.", registry=r
             )
             gauge.set_function(functools.partial(_count, counts, status))
+        free = Gauge("jobd_disk_free_bytes", "Free bytes on the data dir's disk.", registry=r)
+        free.set_function(disk_free)
 
     def submitted(self, job: Job, size: int) -> None:
         self._submitted.labels("slurm" if job.slurml else "local").inc()

@@ -9,6 +9,8 @@ from enum import Enum
 
 #: The IDs a client may choose; anything else never reaches a filesystem path.
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: The largest integer SQLite stores; larger numbers name no job.
+_MAX_INT_ID = 2**63 - 1
 
 
 class JobStatus(str, Enum):
@@ -34,6 +36,15 @@ def is_terminal(wire_status: object) -> bool:
 
 def valid_job_id(job_id: str) -> bool:
     return JOB_ID_PATTERN.fullmatch(job_id) is not None
+
+
+def int_id(ref: str | int) -> int | None:
+    """The integer ID (IntID) `ref` spells: ASCII digits, within what SQLite stores."""
+    if isinstance(ref, str):
+        if not (ref.isascii() and ref.isdigit()) or len(ref) > 19:
+            return None
+        ref = int(ref)
+    return ref if 0 <= ref <= _MAX_INT_ID else None
 
 
 def rfc3339(ts: float | None) -> str | None:

@@ -10,8 +10,8 @@ from bottle import Bottle, HTTPResponse, request
 from jobd import __version__
 from jobd.archive import path_problem
 from jobd.config import Config
-from jobd.errors import BadRequest, Conflict, Internal, JobdError
-from jobd.models import Job, JobStatus
+from jobd.errors import BadRequest, Conflict, Internal, JobdError, NotFound
+from jobd.models import Job, JobStatus, int_id
 from jobd.responses import json_response, refuse_large_body, zip_response
 from jobd.service import JobService
 
@@ -65,32 +65,40 @@ def orchestrator_routes(app: Bottle, config: Config, service: JobService) -> Non
         request.environ["jobd.job_id"] = job.id
         return json_response(payload(job, service))
 
-    @app.get("/retrieve/<number:int>")
-    def retrieve(number: int) -> HTTPResponse:
-        job = service.find(number)
+    @app.get("/retrieve/<number>")
+    def retrieve(number: str) -> HTTPResponse:
+        job = service.find(_int_id(number))
         request.environ["jobd.job_id"] = job.id
         if job.status is JobStatus.SUCCESS and not job.expired:
             return zip_response(service.result(job))
         return json_response(payload(job, service))
 
-    @app.get("/retrieve_partial/<number:int>")
-    def retrieve_partial(number: int) -> HTTPResponse:
-        job = service.get(number)
+    @app.get("/retrieve_partial/<number>")
+    def retrieve_partial(number: str) -> HTTPResponse:
+        job = service.get(_int_id(number))
         request.environ["jobd.job_id"] = job.id
         return zip_response(service.result(job) if job.status.terminal else service.snapshot(job))
 
-    @app.post("/kill/<number:int>")
-    def kill(number: int) -> HTTPResponse:
-        job = service.find(number)
+    @app.post("/kill/<number>")
+    def kill(number: str) -> HTTPResponse:
+        job = service.find(_int_id(number))
         request.environ["jobd.job_id"] = job.id
         if not job.status.terminal and not job.expired:
             try:
                 job = service.cancel(job.id)
             except Conflict:  # it ended meanwhile: nothing left to kill
-                job = service.find(number)
+                job = service.find(_int_id(number))
             except JobdError as exc:
                 raise Internal(f"could not end job {number}: {exc.message}") from None
         return json_response(payload(job, service))
+
+
+def _int_id(text: str) -> int:
+    """job-orchestrator names jobs by their integer ID only; anything else is no job."""
+    number = int_id(text)
+    if number is None:
+        raise NotFound(f"there is no job number {text!r}")
+    return number
 
 
 def _part_path(name: str, filename: str | None) -> str:

@@ -31,8 +31,15 @@ def read_all(source: BinaryIO, size: int) -> Iterator[bytes]:
             yield block
 
 
+def size_of(opened: BinaryIO) -> int:
+    """Bytes from the start of an open file (or an in-memory one) to its end."""
+    size = opened.seek(0, os.SEEK_END)
+    opened.seek(0)
+    return size
+
+
 def zip_response(zipped: BinaryIO) -> HTTPResponse:
-    size = os.fstat(zipped.fileno()).st_size
+    size = size_of(zipped)
     headers = {"Content-Type": "application/zip", "Content-Length": str(size)}
     return HTTPResponse(read_all(zipped, size), 200, headers)
 

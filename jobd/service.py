@@ -7,6 +7,7 @@ answers reads (find, wait, follow, result) from the store and the data dir.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from collections.abc import Generator, Iterator
@@ -14,9 +15,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from jobd import __version__
-from jobd.archive import CHUNK, Limits, zip_directory
+from jobd.archive import CHUNK, EMPTY_ZIP, Limits, zip_directory
 from jobd.callbacks import Callbacks
 from jobd.config import Config
+from jobd.disk import Disk
 from jobd.dispatch import Fifo
 from jobd.errors import Conflict, Gone, NotFound
 from jobd.executors.local import LocalExecutor
@@ -25,17 +27,16 @@ from jobd.executors.slurm import SlurmExecutor
 from jobd.intake import Intake
 from jobd.layout import Layout
 from jobd.lifecycle import Lifecycle
-from jobd.local_runner import LocalRunner
+from jobd.local_runner import LocalRunner, Reconciler
+from jobd.loop import Loop
 from jobd.metrics import Metrics
-from jobd.models import Job, JobStatus, valid_job_id
+from jobd.models import Job, JobStatus, int_id, valid_job_id
 from jobd.retention import Retention
 from jobd.slurm_runner import SlurmRunner
 from jobd.store import Store
 
 #: How often a followed log is read again while its job runs (files give no wake-up).
 FOLLOW_POLL = 0.1
-#: The largest integer SQLite stores; larger numbers name no job.
-_MAX_INT_ID = 2**63 - 1
 
 
 class JobService:
@@ -50,7 +51,8 @@ class JobService:
         self.config = config
         self.store = store
         self.layout = layout
-        self.metrics = Metrics(store.counts)
+        self.disk = Disk(layout.root, config.min_free)
+        self.metrics = Metrics(store.counts, self.disk.free)
         self.callbacks = Callbacks(
             store, self.get, config.callback_retry_for, self.metrics.callback
         )
@@ -67,8 +69,11 @@ class JobService:
             limits,
         )
         self.slurm = SlurmRunner(store, layout, slurm, self.lifecycle)
-        self.intake = Intake(config, store, layout, self.metrics, limits, self.local, self.slurm)
+        self.intake = Intake(
+            config, store, layout, self.metrics, limits, self.disk, self.local, self.slurm
+        )
         self.retention = Retention(store, layout, config.retention)
+        self.reconciler = Reconciler(self.local)
 
     # -- start and stop ---------------------------------------------------------------------
 
@@ -81,14 +86,18 @@ class JobService:
 
     def start(self) -> None:
         self.local.start()
-        for loop in (self.retention, self.slurm, self.callbacks):
+        for loop in self._loops():
             loop.start()
 
     def stop(self) -> None:
         """Stop dispatching and end running jobs; they stay RUNNING and run again on restart."""
-        self.local.stop()
-        for loop in (self.slurm, self.callbacks, self.retention):
+        self.lifecycle.stop()
+        for loop in self._loops():
             loop.stop()
+        self.local.stop()
+
+    def _loops(self) -> tuple[Loop, ...]:
+        return (self.reconciler, self.retention, self.slurm, self.callbacks)
 
     # -- accept and cancel ------------------------------------------------------------------
 
@@ -113,7 +122,7 @@ class JobService:
         """By its ID, or by its integer ID (IntID): an int, or digits no job has as its ID.
         Jobs removed by retention are found too, as tombstones."""
         job = self.store.get(ref) if isinstance(ref, str) and valid_job_id(ref) else None
-        number = _int_id(ref)
+        number = int_id(ref)
         if job is None and number is not None:
             job = self.store.get_by_seq(number)
         if job is None:
@@ -143,8 +152,11 @@ class JobService:
         return self.get(job.id)
 
     def result(self, job: Job) -> BinaryIO:
-        """The finished job's result zip, opened."""
-        return open(self.layout.result_zip(job.id), "rb")
+        """The finished job's result zip, opened; an empty zip if none could be stored."""
+        try:
+            return open(self.layout.result_zip(job.id), "rb")
+        except FileNotFoundError:
+            return io.BytesIO(EMPTY_ZIP)
 
     def snapshot(self, job: Job) -> BinaryIO:
         """A zip of the job's directory as it is now, opened; the file is gone once closed."""
@@ -170,24 +182,17 @@ class JobService:
 
     def health(self) -> dict[str, object]:
         counts = self.store.counts()
+        disk = self.disk.report()
         return {
-            "status": "healthy",
+            "status": "degraded" if disk.pop("low") else "healthy",
             "version": __version__,
             "workers": self.config.workers,
             "queued": counts[JobStatus.QUEUED.value],
             "running": counts[JobStatus.RUNNING.value],
             "jobs": counts,
             "slurm": self.slurm.executor.missing() or "available",
+            "disk": disk,
         }
-
-
-def _int_id(ref: str | int) -> int | None:
-    """The integer ID `ref` spells, if it is one SQLite can hold (ASCII digits only)."""
-    if isinstance(ref, str):
-        if not (ref.isascii() and ref.isdigit()) or len(ref) > 19:
-            return None
-        ref = int(ref)
-    return ref if 0 <= ref <= _MAX_INT_ID else None
 
 
 def _read_from(path: Path, offset: int) -> Generator[bytes, None, int]:

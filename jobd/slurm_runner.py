@@ -14,11 +14,13 @@ from jobd.executors.runsh import ending
 from jobd.executors.slurm import EXIT_FILE, WRAPPER, SlurmError, SlurmExecutor, SlurmJob
 from jobd.layout import Layout
 from jobd.lifecycle import Lifecycle
+from jobd.logs import Once
 from jobd.loop import Loop
 from jobd.models import UNFINISHED, Job, JobSpec, JobStatus
 from jobd.store import Store
 
 log = logging.getLogger("jobd")
+_once = Once(log)
 
 #: Poll intervals: fast right after a change or a submission, slower while nothing moves.
 FASTEST, SLOWEST = 0.2, 5.0
@@ -92,7 +94,7 @@ class SlurmRunner(Loop):
             return None  # nothing to follow: sleep until a submission
         try:
             states = self.executor.states(job.slurm_id for job in jobs)
-            changed = any([self._apply(job, states.get(job.slurm_id)) for job in jobs])
+            changed = any([self._apply_one(job, states.get(job.slurm_id)) for job in jobs])
         except SlurmError as exc:
             log.warning("cannot ask Slurm about its jobs: %s", exc)
             changed = False
@@ -101,6 +103,14 @@ class SlurmRunner(Loop):
         quiet = now > self._busy_until
         self._interval = min(self._interval * 1.5, SLOWEST) if quiet else FASTEST
         return self._interval
+
+    def _apply_one(self, job: Job, seen: SlurmJob | None) -> bool:
+        """One job's update; a job that cannot be updated never holds up the others."""
+        try:
+            return self._apply(job, seen)
+        except Exception as exc:
+            _once.failed(f"slurm {job.id}", "job %s: cannot update it: %s", job.id, exc, exc=exc)
+            return False
 
     def _apply(self, job: Job, seen: SlurmJob | None) -> bool:
         """Bring the job up to what Slurm says; True if anything changed."""

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from jobd.config import parse_duration
+from jobd.config import MAX_TIMEOUT, parse_duration
 from jobd.errors import BadRequest
 from jobd.jsonstream import scan_object
 from jobd.models import JOB_ID_PATTERN, valid_job_id
@@ -71,6 +71,11 @@ def _timeout(value: object) -> float | None:
         )
     if value == float("inf"):
         return None
+    if value > MAX_TIMEOUT:
+        raise BadRequest(
+            f"'timeout' is over {MAX_TIMEOUT:.0f} seconds (a year), the longest time limit jobd"
+            " takes; leave it out for no limit"
+        )
     return float(value)
 
 

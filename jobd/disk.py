@@ -1,0 +1,67 @@
+"""How full the data dir's disk is. New jobs are refused (507) once free space falls to the
+reserve, so the jobs already running can still store their results; a write that finds the
+disk full is a 507 too, never a client's fault."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+from pathlib import Path
+
+from jobd.config import Reserve
+from jobd.errors import InsufficientStorage
+
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_SQLITE_FULL = 13  # sqlite3.SQLITE_FULL, named there from Python 3.11 on
+
+
+def is_full(exc: BaseException) -> bool:
+    """Whether `exc` says the disk (or the user's quota) is full."""
+    if isinstance(exc, OSError):
+        return exc.errno in _FULL
+    if isinstance(exc, sqlite3.OperationalError):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code == _SQLITE_FULL or "disk is full" in str(exc)
+    return False
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+class Disk:
+    def __init__(self, path: Path, reserve: Reserve) -> None:
+        self._path = path
+        self._reserve = reserve
+
+    def usage(self) -> tuple[int, int]:
+        """Bytes free (for jobd, not root's share) and the volume's size."""
+        stat = os.statvfs(self._path)
+        return stat.f_bavail * stat.f_frsize, stat.f_blocks * stat.f_frsize
+
+    def free(self) -> float:
+        return float(self.usage()[0])
+
+    def report(self) -> dict[str, object]:
+        free, total = self.usage()
+        reserved = self._reserve.of(total)
+        return {"free": free, "total": total, "min_free": reserved, "low": free < reserved}
+
+    def check_room(self) -> None:
+        """Refuse new work once free space is at the reserve."""
+        free, total = self.usage()
+        reserved = self._reserve.of(total)
+        if free < reserved:
+            raise InsufficientStorage(
+                f"the data dir's disk has {megabytes(free)} free, less than the"
+                f" {megabytes(reserved)} jobd keeps for running jobs (--min-free); free some"
+                " space or shorten --retention, then send the job again"
+            )
+
+    def full(self) -> InsufficientStorage:
+        free, _ = self.usage()
+        return InsufficientStorage(
+            f"the data dir's disk is full ({megabytes(free)} free) and the job could not be"
+            " stored; free some space or shorten --retention, then send the job again"
+        )
