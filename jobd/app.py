@@ -18,7 +18,7 @@ from jobd.config import Config
 from jobd.errors import BadRequest, JobdError, NotFound, Unauthorized
 from jobd.metrics import CONTENT_TYPE_LATEST
 from jobd.models import Job
-from jobd.openapi import SPEC, docs_page
+from jobd.openapi import docs_page, spec
 from jobd.orchestrator import orchestrator_routes
 from jobd.responses import (
     error_response,
@@ -152,9 +152,11 @@ def create_app(config: Config, service: JobService) -> Bottle:
     def health() -> HTTPResponse:
         return json_response(service.health())
 
+    described = spec(token_required=config.token is not None)
+
     @app.get("/openapi.json")
     def openapi() -> HTTPResponse:
-        return json_response(SPEC)
+        return json_response(described)
 
     @app.get("/docs")
     def docs() -> HTTPResponse:

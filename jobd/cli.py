@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jobd import __version__, logs
+from jobd import __version__, frozen, logs
 from jobd.client import ClientError, JobdClient
 from jobd.config import CLIENT_OPTIONS, OPTIONS, ClientConfig, Config, Option
 from jobd.errors import ConfigError
@@ -109,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(args_list)
     logs.configure()
+    frozen.claim_unpack_dirs()
+    frozen.remove_dead_unpack_dirs()
     if args.command != "serve":
         try:
             return _run_client(args)

@@ -4,18 +4,30 @@ staticx's loader starts PyInstaller's bootloader, which starts Python. SIGTERM t
 process reaches the daemon, but SIGKILL ends only the top one and would leave the daemon
 running with the data dir locked. The daemon therefore watches the top process and exits
 with it, as if it had been killed itself.
+
+Each of the two unpacks itself into a directory in TMPDIR (`staticx-*`, `_MEI*`) and removes
+it on a normal exit; a SIGKILL of the whole tree leaves both behind. Each run therefore holds
+a lock on a file in its own directories for as long as it lives, and every start removes the
+directories whose lock nobody holds: earlier runs' that died, never a live one's.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import select
 import shutil
 import sys
 import threading
+from pathlib import Path
 
 log = logging.getLogger("jobd")
+
+#: The file in each unpack directory whose lock says its run is alive.
+ALIVE = ".jobd-alive"
+_UNPACK_PREFIXES = ("_MEI", "staticx-")
+_HELD: list[int] = []
 
 
 def _cmdline(pid: int) -> list[bytes] | None:
@@ -46,6 +58,55 @@ def launcher_pid() -> int | None:
             break
         top, pid = pid, _parent(pid)
     return top
+
+
+def claim_unpack_dirs() -> None:
+    """Mark this run's unpack directories as alive: a lock held until the process ends."""
+    for folder in _own_unpack_dirs():
+        try:
+            fd = os.open(folder / f"{ALIVE}.{os.getpid()}", os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.rename(folder / f"{ALIVE}.{os.getpid()}", folder / ALIVE)  # appears locked
+        except OSError as exc:
+            log.warning("cannot mark %s as in use: %s", folder, exc)
+            continue
+        _HELD.append(fd)  # never closed: the lock lasts as long as this process
+
+
+def remove_dead_unpack_dirs() -> None:
+    """Remove earlier runs' unpack directories whose lock is free: their process is dead."""
+    own = set(_own_unpack_dirs())
+    for parent in {folder.parent for folder in own}:
+        try:
+            entries = list(parent.iterdir())
+        except OSError:
+            continue
+        for folder in entries:
+            if folder in own or not folder.name.startswith(_UNPACK_PREFIXES):
+                continue
+            if _is_dead(folder / ALIVE):
+                shutil.rmtree(folder, ignore_errors=True)
+                log.info("removed %s, left behind by a jobd that was killed", folder)
+
+
+def _own_unpack_dirs() -> list[Path]:
+    found = [getattr(sys, "_MEIPASS", None), os.environ.get("STATICX_BUNDLE_DIR")]
+    return [Path(folder) for folder in found if folder and getattr(sys, "frozen", False)]
+
+
+def _is_dead(alive: Path) -> bool:
+    """True only if the file exists (so the directory is jobd's) and its lock is free."""
+    try:
+        fd = os.open(alive, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False  # no lock file: another program's, or a jobd still starting
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def exit_with_launcher() -> None:

@@ -6,8 +6,11 @@ checked against these schemas.
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import json
+import zipfile
 from typing import Any
 
 from jobd import __version__
@@ -49,6 +52,32 @@ _ZIP: dict[str, Any] = {
 }
 _TEXT = {"type": "string"}
 _AUTH = {"401": _error("a token is set and the request lacks it or has another")}
+_FULL = {"507": _error("the data dir's disk is full, or at --min-free")}
+#: Operations a new job's ID leads to, for clients and stateful testing.
+_JOB_OPS = {"GetJob": "getJob", "CancelJob": "cancelJob", "JobLogs": "jobLogs"}
+_NUMBER_OPS = {"Retrieve": "retrieve", "RetrievePartial": "retrievePartial", "Kill": "kill"}
+
+
+def _example_job() -> str:
+    """A job whose run.sh prints a line, as an upload's `input`."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        info = zipfile.ZipInfo("run.sh", date_time=(2026, 1, 1, 0, 0, 0))
+        info.external_attr = 0o100755 << 16
+        archive.writestr(info, "#!/bin/sh\necho hello\n")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+_EXAMPLE_JOB = _example_job()
+
+
+def _links(field: str, operations: dict[str, str]) -> dict[str, dict]:
+    parameter = "id" if field == "ID" else "number"
+    return {
+        name: {"operationId": op, "parameters": {parameter: f"$response.body#/{field}"}}
+        for name, op in operations.items()
+    }
+
 
 SCHEMAS: dict[str, dict] = {
     "Job": {
@@ -89,7 +118,13 @@ SCHEMAS: dict[str, dict] = {
         "required": ["input"],
         "properties": {
             "id": {"type": "string", "pattern": f"^{JOB_ID_PATTERN.pattern}$"},
-            "input": {"type": "string", "description": "base64 zip with run.sh at its root"},
+            "input": {
+                "type": "string",
+                "minLength": 1,
+                "contentEncoding": "base64",
+                "contentMediaType": "application/zip",
+                "description": "base64 zip with run.sh at its root",
+            },
             "slurml": {"type": "boolean"},
             "slurm": {"type": "boolean", "description": "the same as slurml"},
             "timeout": {"type": ["number", "string"], "description": "seconds, or like 30m"},
@@ -120,13 +155,22 @@ SCHEMAS: dict[str, dict] = {
         "type": "object",
         "required": ["status", "version", "workers", "queued", "running"],
         "properties": {
-            "status": {"const": "healthy"},
+            "status": {"enum": ["healthy", "degraded"]},
             "version": {"type": "string"},
             "workers": {"type": "integer"},
             "queued": {"type": "integer"},
             "running": {"type": "integer"},
             "jobs": {"type": "object", "additionalProperties": {"type": "integer"}},
             "slurm": {"type": "string"},
+            "disk": {
+                "type": "object",
+                "description": "bytes free and in all on the data dir's disk; the reserve",
+                "properties": {
+                    "free": {"type": "integer"},
+                    "total": {"type": "integer"},
+                    "min_free": {"type": "integer"},
+                },
+            },
         },
     },
     "Payload": {
@@ -157,23 +201,31 @@ _PENDING = _json(_ref("Job"), "not finished (202 with --pending-status 202)")
 PATHS: dict[str, dict] = {
     "/api/upload": {
         "post": {
+            "operationId": "uploadJob",
             "summary": "Upload a job: a base64 zip with run.sh",
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _ref("Upload")}},
+                "content": {
+                    "application/json": {
+                        "schema": _ref("Upload"),
+                        "example": {"input": _EXAMPLE_JOB, "timeout": 30},
+                    }
+                },
             },
             "responses": {
-                "201": _json(_ref("Job"), "accepted"),
+                "201": _json(_ref("Job"), "accepted") | {"links": _links("ID", _JOB_OPS)},
                 "400": _error("bad JSON, base64, zip, id, field or zip entry"),
                 **_AUTH,
                 "409": _error("the ID exists"),
                 "413": _error("over --max-upload, --max-unpacked or --max-files"),
+                **_FULL,
                 "503": _error("a Slurm job that cannot be submitted"),
             },
         }
     },
     "/api/get/{id}": {
         "get": {
+            "operationId": "getJob",
             "summary": "A job; its result once finished",
             "parameters": [
                 _id_param(),
@@ -197,6 +249,7 @@ PATHS: dict[str, dict] = {
     },
     "/api/cancel/{id}": {
         "post": {
+            "operationId": "cancelJob",
             "summary": "Cancel a queued or running job; answers once its processes are gone",
             "parameters": [_id_param()],
             "responses": {
@@ -211,6 +264,7 @@ PATHS: dict[str, dict] = {
     },
     "/api/logs/{id}": {
         "get": {
+            "operationId": "jobLogs",
             "summary": "What run.sh printed so far",
             "parameters": [
                 _id_param(),
@@ -229,6 +283,7 @@ PATHS: dict[str, dict] = {
     },
     "/health": {
         "get": {
+            "operationId": "health",
             "summary": "Liveness and queue counts (no token needed)",
             "security": [],
             "responses": {"200": _json(_ref("Health"), "healthy")},
@@ -236,6 +291,7 @@ PATHS: dict[str, dict] = {
     },
     "/metrics": {
         "get": {
+            "operationId": "metrics",
             "summary": "Prometheus metrics",
             "responses": {
                 "200": {
@@ -248,12 +304,14 @@ PATHS: dict[str, dict] = {
     },
     "/openapi.json": {
         "get": {
+            "operationId": "openapi",
             "summary": "This description",
             "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1"), **_AUTH},
         }
     },
     "/docs": {
         "get": {
+            "operationId": "docs",
             "summary": "This description as a page",
             "responses": {
                 "200": {"description": "HTML", "content": {"text/html": {"schema": _TEXT}}},
@@ -263,6 +321,7 @@ PATHS: dict[str, dict] = {
     },
     "/": {
         "get": {
+            "operationId": "ping",
             "summary": "A one-line ping",
             "responses": {
                 "200": {"description": "text", "content": {"text/plain": {"schema": _TEXT}}},
@@ -272,6 +331,7 @@ PATHS: dict[str, dict] = {
     },
     "/load": {
         "get": {
+            "operationId": "load",
             "summary": "CPU load in percent (job-orchestrator)",
             "responses": {
                 "200": _json({"type": "number", "minimum": 0, "maximum": 100}, "load"),
@@ -281,6 +341,7 @@ PATHS: dict[str, dict] = {
     },
     "/submit": {
         "post": {
+            "operationId": "submitFiles",
             "summary": "Submit a job as files (job-orchestrator)",
             "requestBody": {
                 "required": True,
@@ -294,15 +355,17 @@ PATHS: dict[str, dict] = {
                 },
             },
             "responses": {
-                "200": _json(_ref("Payload"), "accepted"),
+                "200": _json(_ref("Payload"), "accepted") | {"links": _links("id", _NUMBER_OPS)},
                 "400": _error("bad multipart, unsafe name, no run.sh"),
                 **_AUTH,
                 "413": _error("too large"),
+                **_FULL,
             },
         }
     },
     "/retrieve/{number}": {
         "get": {
+            "operationId": "retrieve",
             "summary": "The result zip once the job succeeded; else its payload (job-orchestrator)",
             "parameters": [_id_param("number", integer=True)],
             "responses": {
@@ -317,6 +380,7 @@ PATHS: dict[str, dict] = {
     },
     "/retrieve_partial/{number}": {
         "get": {
+            "operationId": "retrievePartial",
             "summary": "A zip of the job directory as it is now (job-orchestrator)",
             "parameters": [_id_param("number", integer=True)],
             "responses": {
@@ -329,6 +393,7 @@ PATHS: dict[str, dict] = {
     },
     "/kill/{number}": {
         "post": {
+            "operationId": "kill",
             "summary": "End the job's process tree (job-orchestrator); 200 if it already ended",
             "parameters": [_id_param("number", integer=True)],
             "responses": {
@@ -341,21 +406,25 @@ PATHS: dict[str, dict] = {
     },
 }
 
-SPEC: dict = {
-    "openapi": "3.1.0",
-    "info": {
-        "title": "jobd",
-        "version": __version__,
-        "description": "A job daemon for research software containers: upload a zip with"
-        " run.sh, get the result zip back. Errors are always the Error object.",
-    },
-    "paths": PATHS,
-    "components": {
-        "schemas": SCHEMAS,
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-    },
-    "security": [{"bearer": []}],
-}
+
+def spec(token_required: bool) -> dict:
+    """The description of this daemon: every route but /health needs the token if one is set,
+    and none does otherwise."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "jobd",
+            "version": __version__,
+            "description": "A job daemon for research software containers: upload a zip with"
+            " run.sh, get the result zip back. Errors are always the Error object.",
+        },
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}] if token_required else [],
+    }
 
 
 def docs_page() -> str:

@@ -130,3 +130,48 @@ def test_sigterm_stops_the_binary_cleanly_and_the_job_runs_again(jobd, tmp_path:
     assert job["Status"] == "SUCCESS", again.log()
     assert output_files(job)["jobd.stdout"] == b"second run\n"
     assert requests.get(again.url + "/health", timeout=5).status_code == 200
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and every process below it, found by their parent links in /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
+@frozen_only
+def test_hard_kills_leave_nothing_in_tmpdir_and_spare_a_live_run(jobd, tmp_path: Path) -> None:
+    """Five SIGKILLs of the whole process tree (an OOM kill, `docker kill`), then a start:
+    TMPDIR holds the live runs' unpack directories only; a second live jobd keeps its own."""
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    env = {"TMPDIR": str(tmpdir)}
+    live = jobd.start(env=env)
+    kept = set(tmpdir.iterdir())
+    assert len(kept) == 2, f"expected a staticx and a PyInstaller folder: {sorted(kept)}"
+    for _ in range(5):
+        daemon = jobd.start(env=env)
+        assert daemon.proc is not None
+        for pid in _tree(daemon.proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        daemon.proc.wait(STOP_TIMEOUT)
+    left = set(tmpdir.iterdir()) - kept
+    assert len(left) == 2, f"each start removes what the kill before it left: {sorted(left)}"
+
+    last = jobd.start(env=env)
+    assert requests.get(live.url + "/health", timeout=5).status_code == 200
+    remaining = set(tmpdir.iterdir())
+    assert kept <= remaining, "a live jobd's unpacked bundle was removed"
+    assert len(remaining - kept) == 2, f"dead runs' folders remain: {sorted(remaining - kept)}"
+    assert requests.get(last.url + "/health", timeout=5).status_code == 200
