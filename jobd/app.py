@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import itertools
 import json
 import logging
 import math
@@ -21,6 +22,7 @@ from jobd.models import Job
 from jobd.openapi import docs_page, spec
 from jobd.orchestrator import orchestrator_routes
 from jobd.responses import (
+    SEND_HEADERS,
     error_response,
     json_response,
     read_all,
@@ -59,6 +61,11 @@ def _errors_as_json(callback: Callable[..., object]) -> Callable[..., object]:
             )
 
     return wrapper
+
+
+def _client_gone() -> Callable[[], bool]:
+    """Whether the client hung up (waitress reads ahead on the connection to tell)."""
+    return request.environ.get("waitress.client_disconnected", lambda: False)
 
 
 def _check_path() -> None:
@@ -179,7 +186,7 @@ def create_app(config: Config, service: JobService) -> Bottle:
         partial = parse_flag(request.query, "partial")
         wait = parse_wait(request.query.get("wait"))
         with slots.hold() as held:  # without a free slot, answer now rather than starve others
-            job = service.wait(job_id, wait if held else 0.0)
+            job = service.wait(job_id, wait if held else 0.0, _client_gone())
         if job.status.terminal:
             return _with_output(job, service.result(job), 200)
         if partial:
@@ -195,7 +202,8 @@ def create_app(config: Config, service: JobService) -> Bottle:
         job = service.get(job_id)
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if parse_flag(request.query, "follow"):
-            return HTTPResponse(slots.stream(service.follow(job, stream)), 200, headers)
+            body = itertools.chain([SEND_HEADERS], service.follow(job, stream, _client_gone()))
+            return HTTPResponse(slots.stream(body), 200, headers)
         try:
             log_file = open(service.log_path(job, stream), "rb")  # noqa: SIM115 - closed by the stream
         except FileNotFoundError:

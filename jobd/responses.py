@@ -14,6 +14,18 @@ from jobd.archive import CHUNK
 from jobd.errors import TooLarge
 
 
+class _SendHeaders(bytes):
+    """A marker piece of a body: send the headers now. Bottle and waitress hold the headers
+    back until the first non-empty piece; a log follower should learn its status before the
+    job has printed anything. `server.headers_on_marker` turns it into the WSGI way."""
+
+    def __bool__(self) -> bool:
+        return True  # so Bottle passes it on instead of waiting for the next piece
+
+
+SEND_HEADERS = _SendHeaders()
+
+
 def json_response(body: object, status: int = 200, **headers: str) -> HTTPResponse:
     return HTTPResponse(json.dumps(body), status, {"Content-Type": "application/json", **headers})
 

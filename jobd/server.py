@@ -19,6 +19,7 @@ from jobd.executors.local import LocalExecutor
 from jobd.executors.slurm import SlurmExecutor
 from jobd.frozen import exit_with_launcher
 from jobd.layout import Layout
+from jobd.responses import SEND_HEADERS
 from jobd.service import JobService
 from jobd.store import Store
 
@@ -68,6 +69,41 @@ def access_log(app: WSGIApp) -> WSGIApp:
     return logged
 
 
+class _HeadersOnMarker:
+    def __init__(self, body: Iterable[bytes], writes: list[Callable[[bytes], object]]) -> None:
+        self._body = body
+        self._writes = writes
+
+    def __iter__(self) -> Iterator[bytes]:
+        for piece in self._body:
+            if piece is SEND_HEADERS:
+                self._writes[-1](b"")
+            else:
+                yield piece
+
+    def close(self) -> None:  # WSGI closes every body, also one never iterated
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
+
+
+def headers_on_marker(app: WSGIApp) -> WSGIApp:
+    """Where a body yields SEND_HEADERS, send the headers then: an empty write through the
+    callable start_response returned (PEP 3333), which sends them and no body."""
+
+    def wrapped(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        writes: list[Callable[[bytes], object]] = []
+
+        def capture(line: str, headers: list, exc_info: object = None) -> object:
+            write = start_response(line, headers, exc_info)
+            writes.append(write)
+            return write
+
+        return _HeadersOnMarker(app(environ, capture), writes)
+
+    return wrapped
+
+
 def _stop(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)  # waitress's run() closes the server on SystemExit and returns
 
@@ -88,7 +124,7 @@ def serve(config: Config) -> int:
     service.recover()
     try:
         server = waitress.create_server(
-            access_log(create_app(config, service)),
+            access_log(headers_on_marker(create_app(config, service))),
             host=config.host,
             port=config.port,
             threads=config.threads,
@@ -97,6 +133,8 @@ def serve(config: Config) -> int:
             # itself, in plain text; jobd's own check (JSON, after the token) has room below it
             max_request_body_size=2 * config.max_upload + (1 << 20),
             channel_timeout=2 * 60,
+            # read on while a request runs, so a long-poll or a follow sees its client leave
+            channel_request_lookahead=1,
             asyncore_use_poll=True,
             ident="jobd",
             # send each piece as soon as it is written, from the request's own thread: no hop

@@ -10,7 +10,8 @@ from __future__ import annotations
 import io
 import os
 import shutil
-from collections.abc import Generator, Iterator
+import time
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,6 +38,12 @@ from jobd.store import Store
 
 #: How often a followed log is read again while its job runs (files give no wake-up).
 FOLLOW_POLL = 0.1
+#: How often a long-poll looks whether its client is still there.
+CLIENT_CHECK = 1.0
+
+
+def _never() -> bool:
+    return False
 
 
 class JobService:
@@ -143,13 +150,18 @@ class JobService:
             )
         return job
 
-    def wait(self, ref: str | int, timeout: float) -> Job:
-        """The job once it is finished or `timeout` has passed, whichever is first."""
+    def wait(self, ref: str | int, timeout: float, gone: Callable[[], bool] = _never) -> Job:
+        """The job once it is finished or `timeout` has passed, whichever is first; sooner
+        if the client is `gone`."""
         job = self.get(ref)
-        if job.status.terminal or timeout <= 0:
-            return job
-        self.lifecycle.wait_for_end(job.id, timeout)
-        return self.get(job.id)
+        deadline = time.monotonic() + timeout
+        while not job.status.terminal and not gone():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.lifecycle.wait_for_end(job.id, min(left, CLIENT_CHECK))
+            job = self.get(job.id)
+        return job
 
     def result(self, job: Job) -> BinaryIO:
         """The finished job's result zip, opened; an empty zip if none could be stored."""
@@ -170,10 +182,11 @@ class JobService:
     def log_path(self, job: Job, stream: str) -> Path:
         return self.layout.work_dir(job.id) / (STDERR if stream == "stderr" else STDOUT)
 
-    def follow(self, job: Job, stream: str) -> Iterator[bytes]:
-        """What run.sh writes to `stream`, from its start until the job ends, as it is written."""
+    def follow(self, job: Job, stream: str, gone: Callable[[], bool] = _never) -> Iterator[bytes]:
+        """What run.sh writes to `stream`, from its start until the job ends, as it is
+        written; until the client is `gone`."""
         path, offset = self.log_path(job, stream), 0
-        while True:
+        while not gone():
             finished = self.get(job.id).status.terminal
             offset = yield from _read_from(path, offset)
             if finished:
