@@ -56,6 +56,11 @@ def orchestrator_routes(app: Bottle, config: Config, service: JobService) -> Non
         refuse_large_body(config.max_upload)
         try:
             uploads = request.files.allitems()
+        except UnicodeDecodeError:
+            raise BadRequest(
+                "a form field without a file name holds bytes that are not UTF-8;"
+                " send binary data as a file part (curl -F 'name=@file')"
+            ) from None
         except Exception as exc:  # Bottle's multipart parser has no error class of its own
             raise BadRequest(f"the body is not valid multipart/form-data: {exc}") from None
         if not uploads:
