@@ -18,7 +18,7 @@ from jobd.archive import Base64Writer, Limits, extract, write_files, zip_directo
 from jobd.callbacks import check_callback_url
 from jobd.config import Config
 from jobd.disk import Disk, is_full
-from jobd.errors import IdTaken, Unavailable
+from jobd.errors import IdTaken, JobdError
 from jobd.layout import Layout
 from jobd.local_runner import LocalRunner
 from jobd.metrics import Metrics
@@ -116,7 +116,7 @@ class Intake:
         runner = self._slurm if spec.slurml else self._local
         try:
             return runner.launch(job, spec)
-        except Unavailable:  # Slurm refused it: the job was never accepted
+        except JobdError:  # refused before it reached Slurm: the job was never accepted
             self._store.delete(job.id)
             self._layout.remove_job(job.id)
             raise

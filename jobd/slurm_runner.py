@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import time
 
-from jobd.errors import Unavailable
+from jobd.disk import is_full
+from jobd.errors import InsufficientStorage, Unavailable
 from jobd.executors.runsh import ending
 from jobd.executors.slurm import EXIT_FILE, WRAPPER, SlurmError, SlurmExecutor, SlurmJob
 from jobd.layout import Layout
@@ -49,7 +50,14 @@ class SlurmRunner(Loop):
     def launch(self, job: Job, spec: JobSpec) -> Job:
         """sbatch the accepted job; raises Unavailable (and submits nothing) if Slurm refuses."""
         jobdir, workdir = self._layout.job_dir(job.id), self._layout.work_dir(job.id)
-        self.executor.prepare(jobdir, workdir, spec.slurm_options)
+        try:
+            self.executor.prepare(jobdir, workdir, spec.slurm_options)
+        except OSError as exc:  # nothing is submitted yet: the upload is refused whole
+            if is_full(exc):
+                raise InsufficientStorage(
+                    f"the Slurm job script cannot be written: {exc}"
+                ) from None
+            raise Unavailable(f"the Slurm job script cannot be written: {exc}") from None
         try:
             slurm_id = self.executor.submit(job.id, jobdir, workdir)
         except SlurmError as exc:
