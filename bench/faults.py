@@ -109,9 +109,10 @@ def full_disk(command: list[str], env: dict[str, str], work: Path, flags: list[s
         daemon = Daemon(command, disk / "data", env, "--workers", "2", *flags)
         fill = b"#!/bin/sh\nhead -c 100000000 /dev/zero > f\necho done\n"
         print("fill job upload:", daemon.submit("fill", {"run.sh": fill})[0])
+        started = time.monotonic()
         status = daemon.wait_end("fill", 30)
         print(
-            "fill job after 30 s:",
+            f"fill job after {time.monotonic() - started:.1f} s (30 s at most):",
             status,
             "-",
             call(f"{daemon.url}/api/get/fill")[1].get("Message"),

@@ -19,6 +19,7 @@ import zipfile
 from collections.abc import Callable, Collection
 
 from jobd.archive import zip_directory
+from jobd.disk import Disk, is_full
 from jobd.executors.runsh import STDERR, STDOUT
 from jobd.layout import Layout
 from jobd.logs import Once
@@ -35,10 +36,16 @@ RETRY_FIRST, RETRY_LAST = 0.05, 5.0
 
 class Lifecycle:
     def __init__(
-        self, store: Store, layout: Layout, metrics: Metrics, callback_owed: Callable[[], None]
+        self,
+        store: Store,
+        layout: Layout,
+        disk: Disk,
+        metrics: Metrics,
+        callback_owed: Callable[[], None],
     ) -> None:
         self._store = store
         self._layout = layout
+        self._disk = disk
         self._metrics = metrics
         self._callback_owed = callback_owed
         # held across a state change and the check before a wait, so no end goes unseen
@@ -148,6 +155,9 @@ class Lifecycle:
                             ended.set()
                 break
             except sqlite3.Error as exc:
+                if is_full(exc) and self._disk.release_ballast():
+                    log.warning("the disk is full: gave the store the room jobd kept for it")
+                    continue
                 _once.failed("store", "job %s: cannot store %s: %s", job_id, to.value, exc, exc=exc)
                 if self._stopping.wait(delay):
                     return None

@@ -63,7 +63,7 @@ class JobService:
         self.callbacks = Callbacks(
             store, self.get, config.callback_retry_for, self.metrics.callback
         )
-        self.lifecycle = Lifecycle(store, layout, self.metrics, self.callbacks.kick)
+        self.lifecycle = Lifecycle(store, layout, self.disk, self.metrics, self.callbacks.kick)
         limits = Limits(config.max_unpacked, config.max_files)
         self.local = LocalRunner(
             config.workers,
@@ -87,6 +87,7 @@ class JobService:
     def recover(self) -> None:
         """Bring the data dir back to a consistent state after any kind of stop."""
         self.layout.prepare()
+        self.disk.keep_ballast()
         self.layout.remove_orphans(self.store.live_ids())
         self.local.recover()
         self.slurm.recover()
