@@ -84,10 +84,11 @@ class LocalRunner:
                 self._recover(job)
 
     def _recover(self, job: Job) -> None:
-        if job.pgid and procs.end_leftover_group(job.pgid, job.pgid_start):
-            log.info(
-                "job %s: ended the leftover process group %d of its last run", job.id, job.pgid
-            )
+        left = procs.leftovers(
+            job.pgid, job.pgid_start, procs.mark_for(self._layout.work_dir(job.id))
+        )
+        if procs.end_all([left], 0):
+            log.info("job %s: ended what was left running of its last run", job.id)
         if self._rerun:
             self._lifecycle.requeue(
                 job.id,
@@ -117,9 +118,7 @@ class LocalRunner:
             for active in self._active.values():
                 active.stop = Stop.SHUTDOWN
                 runs.append(active.run)
-        for run in runs:
-            if run is not None:
-                self._executor.terminate(run)
+        self._executor.terminate(*(run for run in runs if run is not None))
         for thread in self._threads:
             thread.join(timeout=30)
 

@@ -1,11 +1,33 @@
-"""Process groups: find, signal and wait for every process of a job's run, by PID only."""
+"""A run's processes: its process group, and every process that carries the run's mark.
+
+jobd starts run.sh in a session and group of its own, but a child may leave both (`setsid`,
+`setpgid`, a double fork); it still inherits run.sh's environment. So each run gets a mark in
+its environment, and ending a run ends its group and every process that carries the mark.
+Processes are found and signalled by PID only, through a pidfd where the kernel has them, so
+a PID reused by someone else is never signalled.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+#: The variable that marks a run's processes.
+MARK = "JOBD_RUN"
+#: How long ending a run waits for SIGKILL to take effect.
+KILL_WAIT = 10.0
+
+
+def mark_for(workdir: Path) -> str:
+    """The mark of runs in `workdir`: the same across restarts, so a new daemon finds what
+    an earlier one left running, and unique to this data dir's job."""
+    return hashlib.sha256(os.fsencode(workdir.resolve())).hexdigest()[:32]
 
 
 def _stat_fields(pid: int | str) -> list[str] | None:
@@ -24,65 +46,124 @@ def start_time(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
-def _session(pid: int) -> int | None:
-    fields = _stat_fields(pid)
-    return int(fields[3]) if fields else None
+def _carries(pid: int | str, needle: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            return needle in environ.read().split(b"\0")
+    except OSError:  # gone, or not ours to read
+        return False
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in process group `pgid`."""
-    members = []
+def _live_pids() -> Iterable[tuple[int, list[str]]]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             fields = _stat_fields(entry)
-            if fields and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-                members.append(int(entry))
-    return members
+            if fields and fields[0] not in ("Z", "X"):
+                yield int(entry), fields
 
 
-def signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):  # already gone: what we wanted
-        os.killpg(pgid, sig)
+def _signal(pid: int, sig: signal.Signals, needle: bytes | None) -> None:
+    """Signal `pid` if it is (still) a member: checked after a pidfd pins the process."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except OSError:  # no pidfds (kernel before 5.3): a plain kill, right after the check
+        if needle is None or _carries(pid, needle):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        return
+    try:
+        if needle is None or _carries(pid, needle):
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, sig)
+    finally:
+        os.close(fd)
 
 
-def wait_group_gone(pgid: int, timeout: float) -> bool:
-    """Wait until no live process is left in the group; False if some are still there."""
-    deadline = time.monotonic() + timeout
-    delay = 0.002
-    while group_members(pgid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-    return True
+@dataclass(frozen=True)
+class Tree:
+    """Every process of one run: its group (None once that group is not the run's), and
+    whatever carries its mark."""
+
+    pgid: int | None
+    mark: str
+
+    @property
+    def _needle(self) -> bytes:
+        return f"{MARK}={self.mark}".encode()
+
+    def _members(self) -> tuple[list[int], list[int]]:
+        """Live members: those in the group, and those found only by their mark."""
+        grouped, marked = [], []
+        needle = self._needle
+        for pid, fields in _live_pids():
+            if int(fields[2]) == self.pgid:
+                grouped.append(pid)
+            elif _carries(pid, needle):
+                marked.append(pid)
+        return grouped, marked
+
+    def members(self) -> list[int]:
+        grouped, marked = self._members()
+        return grouped + marked
+
+    def signal(self, sig: signal.Signals) -> None:
+        grouped, marked = self._members()
+        if grouped and self.pgid is not None:
+            with contextlib.suppress(ProcessLookupError):  # already gone: what we wanted
+                os.killpg(self.pgid, sig)
+        for pid in marked:
+            _signal(pid, sig, self._needle)
 
 
-def end_group(pgid: int, grace: float) -> signal.Signals | None:
-    """SIGTERM the group, SIGKILL it after `grace`; returns the last signal sent, if any."""
-    if not group_members(pgid):
-        return None
-    signal_group(pgid, signal.SIGTERM)
-    if wait_group_gone(pgid, grace):
-        return signal.SIGTERM
-    signal_group(pgid, signal.SIGKILL)
-    wait_group_gone(pgid, 10.0)
-    return signal.SIGKILL
+def end_all(trees: Iterable[Tree], grace: float) -> dict[Tree, signal.Signals]:
+    """SIGTERM every run at once, SIGKILL what is left after `grace`; the last signal each
+    run with live processes was sent."""
+    sent = {tree: signal.SIGTERM for tree in trees if tree.members()}
+    for tree in sent:
+        tree.signal(signal.SIGTERM)
+    left = _wait_gone(sent, grace)
+    deadline = time.monotonic() + KILL_WAIT
+    while left and time.monotonic() < deadline:  # again, for what forked meanwhile
+        for tree in left:
+            sent[tree] = signal.SIGKILL
+            tree.signal(signal.SIGKILL)
+        left = _wait_gone(left, 0.2)
+    return sent
 
 
-def end_leftover_group(pgid: int, leader_start: int | None) -> bool:
-    """End a group a previous daemon started, if it is still that group (the PID may be reused).
+def kill(tree: Tree) -> None:
+    """SIGKILL at once: what is left of a run that has ended."""
+    end_all([tree], 0)
+
+
+def leftovers(pgid: int | None, leader_start: int | None, mark: str) -> Tree:
+    """What an earlier daemon's run may have left: its marked processes, and its group if
+    that is still the run's group (the PID may have been reused).
 
     The leader's start time proves identity; without the leader, only a group that is
-    also its own session (as jobd starts runs) is taken to be ours.
+    also its own session (as jobd starts runs) is taken to be the run's.
     """
-    leader = _stat_fields(pgid)
-    if leader is not None and leader_start is not None and int(leader[19]) != leader_start:
-        return False
-    if not any(_session(pid) == pgid for pid in group_members(pgid)):
-        return False
-    signal_group(pgid, signal.SIGKILL)
-    wait_group_gone(pgid, 10.0)
-    return True
+    if pgid is not None:
+        leader = _stat_fields(pgid)
+        reused = leader is not None and leader_start is not None and int(leader[19]) != leader_start
+        in_its_session = any(int(f[3]) == pgid for _, f in _live_pids() if int(f[2]) == pgid)
+        if reused or not in_its_session:
+            pgid = None
+    return Tree(pgid, mark)
+
+
+def _wait_gone(trees: Iterable[Tree], timeout: float) -> list[Tree]:
+    """Wait until the runs have no live process; those that still have one."""
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    left = [tree for tree in trees if tree.members()]
+    while left and time.monotonic() < deadline:
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+        left = [tree for tree in left if tree.members()]
+    return left
 
 
 def signal_name(number: int) -> str:

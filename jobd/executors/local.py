@@ -1,10 +1,11 @@
-"""Runs run.sh on this machine: its own session and process group, output straight to files."""
+"""Runs run.sh on this machine: its own session, process group and mark (see procs), output
+straight to files."""
 
 from __future__ import annotations
 
+import errno
 import os
 import select
-import signal
 import subprocess
 import time
 from collections.abc import Mapping
@@ -19,12 +20,18 @@ class StartError(Exception):
     """run.sh could not be started; the message says why, for the job's Message."""
 
 
+#: Tries of an exec that finds run.sh busy (ETXTBSY): another thread's fork may hold a
+#: write descriptor to it for a moment, until that child's exec closes it.
+BUSY_TRIES, BUSY_FIRST_DELAY = 8, 0.005
+
+
 @dataclass
 class Run:
-    """A started run.sh: its process (the group leader) and the group's identity."""
+    """A started run.sh: its process (the group leader) and all its processes."""
 
     proc: subprocess.Popen[bytes]
     start_time: int | None
+    tree: procs.Tree
 
     @property
     def pgid(self) -> int:
@@ -41,23 +48,31 @@ class LocalExecutor:
         with open(script, "rb") as head:
             first_line = head.readline(256)
         argv = runsh.command(first_line)
-        try:
-            with (
-                open(workdir / runsh.STDOUT, "wb") as out,
-                open(workdir / runsh.STDERR, "wb") as err,
-            ):
-                proc = subprocess.Popen(
-                    argv,
-                    cwd=workdir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    env=self._env,
-                    start_new_session=True,
-                )
-        except OSError as exc:
-            raise StartError(_start_failure(first_line, exc)) from None
-        return Run(proc, procs.start_time(proc.pid))
+        mark = procs.mark_for(workdir)
+        env = {**self._env, procs.MARK: mark}
+        delay = BUSY_FIRST_DELAY
+        with (
+            open(workdir / runsh.STDOUT, "wb") as out,
+            open(workdir / runsh.STDERR, "wb") as err,
+        ):
+            for tries_left in range(BUSY_TRIES - 1, -1, -1):
+                try:
+                    proc = subprocess.Popen(
+                        argv,
+                        cwd=workdir,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=err,
+                        env=env,
+                        start_new_session=True,
+                    )
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.ETXTBSY or not tries_left:
+                        raise StartError(_start_failure(first_line, exc)) from None
+                    time.sleep(delay)
+                    delay *= 2
+        return Run(proc, procs.start_time(proc.pid), procs.Tree(proc.pid, mark))
 
     def wait(self, run: Run, timeout: float | None) -> bool:
         """Wait until run.sh exits (False if `timeout` passes first), without reaping it:
@@ -75,13 +90,14 @@ class LocalExecutor:
                 time.sleep(0.01)
             return True
 
-    def terminate(self, run: Run) -> None:
-        """End the whole process group: SIGTERM, then SIGKILL after the grace period."""
-        procs.end_group(run.pgid, self._grace)
+    def terminate(self, *runs: Run) -> None:
+        """End every process of the runs, all at once: SIGTERM, then SIGKILL after the
+        grace period."""
+        procs.end_all([run.tree for run in runs], self._grace)
 
     def reap(self, run: Run) -> int:
-        """Kill what run.sh left behind in its group, then collect its return code."""
-        procs.signal_group(run.pgid, signal.SIGKILL)
+        """Kill what run.sh left behind, then collect its return code."""
+        procs.kill(run.tree)
         return run.proc.wait()
 
 

@@ -1,0 +1,62 @@
+"""Children that leave run.sh's process group (setsid, a double fork, setpgid) are ended too:
+when run.sh exits, on cancel and on timeout."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import assert_status, proc_gone, q, read_pids, script, unique_id, wait_until
+
+GRACE = 1.0
+
+
+@pytest.fixture(scope="module")
+def server_flags() -> tuple[str, ...]:
+    return ("--workers", "4", "--kill-grace", f"{GRACE}s")
+
+
+def escapes(pid_file: Path) -> dict[str, str]:
+    """Shell lines that start a `sleep` outside run.sh's group; it writes its PID first."""
+    report = f"echo $$ > {q(pid_file)}.tmp && mv {q(pid_file)}.tmp {q(pid_file)}"
+    python = (
+        f"import os, time; os.setpgid(0, 0); open({str(pid_file)!r} + '.tmp', 'w')"
+        f".write(str(os.getpid())); os.rename({str(pid_file)!r} + '.tmp', {str(pid_file)!r});"
+        " time.sleep(1000)"
+    )
+    return {
+        "setsid": f"setsid sh -c '{report}; exec sleep 1000' &",
+        "setsid-nohup": f"setsid nohup sh -c '{report}; exec sleep 1000' >/dev/null 2>&1 &",
+        "double-fork": f"( setsid sh -c '{report}; exec sleep 1000' & ) ",
+        "setpgid": f"{q(sys.executable)} -c {q(python)} &",
+    }
+
+
+@pytest.mark.parametrize("ending", ["exit", "cancel", "timeout"])
+@pytest.mark.parametrize("kind", list(escapes(Path("x"))))
+def test_an_escaped_child_ends_with_its_job(server, shared, strays, kind, ending):
+    pid_file = shared / f"escapee-{unique_id()}"
+    after = "exit 0" if ending == "exit" else "sleep 1000"
+    run_sh = script(
+        f"""
+        {escapes(pid_file)[kind]}
+        while [ ! -e {q(pid_file)} ]; do sleep 0.01; done
+        {after}
+        """
+    )
+    fields = {"timeout": 2} if ending == "timeout" else {}
+    job_id = server.submit({"run.sh": run_sh}, **fields)["ID"]
+    wait_until(pid_file.exists, 20, f"job {job_id}'s escaped child to start")
+    (escapee,) = read_pids(pid_file)
+    strays.watch(escapee)
+    assert not proc_gone(escapee)
+
+    if ending == "cancel":
+        assert_status(server.cancel(job_id), 200)  # answered once every process is gone
+        job = server.job(job_id)
+    else:
+        job = server.wait_done(job_id)
+    expected = {"exit": "SUCCESS", "cancel": "CANCELLED", "timeout": "FAILED"}[ending]
+    assert job["Status"] == expected, job
+    assert proc_gone(escapee), f"{kind} child {escapee} outlived its job ({ending})"
