@@ -125,7 +125,7 @@ def parse_wait(value: str | None) -> float:
     return min(seconds, MAX_WAIT)
 
 
-def _with_output(job: Job, zipped: BinaryIO, status: int) -> HTTPResponse:
+def _with_output(job: Job, zipped: BinaryIO, status: int, slots: WaitSlots) -> HTTPResponse:
     """The job object with Output streamed as base64 from a zip file, never held whole."""
     body = job.wire()
     del body["Output"]
@@ -140,9 +140,8 @@ def _with_output(job: Job, zipped: BinaryIO, status: int) -> HTTPResponse:
             yield tail
 
     length = len(head) + base64_length(size) + len(tail)
-    return HTTPResponse(
-        stream(), status, {"Content-Type": "application/json", "Content-Length": str(length)}
-    )
+    headers = {"Content-Type": "application/json", "Content-Length": str(length)}
+    return HTTPResponse(slots.sized(stream(), length), status, headers)
 
 
 def create_app(config: Config, service: JobService) -> Bottle:
@@ -157,7 +156,8 @@ def create_app(config: Config, service: JobService) -> Bottle:
 
     @app.get("/health", skip=[auth])
     def health() -> HTTPResponse:
-        return json_response(service.health())
+        threads = {"total": config.threads, "held": slots.held, "may_hold": slots.limit}
+        return json_response(service.health() | {"threads": threads})
 
     described = spec(token_required=config.token is not None)
 
@@ -188,9 +188,9 @@ def create_app(config: Config, service: JobService) -> Bottle:
         with slots.hold() as held:  # without a free slot, answer now rather than starve others
             job = service.wait(job_id, wait if held else 0.0, _client_gone())
         if job.status.terminal:
-            return _with_output(job, service.result(job), 200)
+            return _with_output(job, service.result(job), 200, slots)
         if partial:
-            return _with_output(job, service.snapshot(job), config.pending_status)
+            return _with_output(job, service.snapshot(job), config.pending_status, slots)
         return json_response(job.wire(), config.pending_status)
 
     @app.get("/api/logs/<job_id>")
@@ -202,21 +202,22 @@ def create_app(config: Config, service: JobService) -> Bottle:
         job = service.get(job_id)
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if parse_flag(request.query, "follow"):
-            body = itertools.chain([SEND_HEADERS], service.follow(job, stream, _client_gone()))
-            return HTTPResponse(slots.stream(body), 200, headers)
+            followed = itertools.chain([SEND_HEADERS], service.follow(job, stream, _client_gone()))
+            return HTTPResponse(slots.stream(followed), 200, headers)
         try:
             log_file = open(service.log_path(job, stream), "rb")  # noqa: SIM115 - closed by the stream
         except FileNotFoundError:
             return HTTPResponse(b"", 200, headers)  # not started yet
         size = os.fstat(log_file.fileno()).st_size
-        return HTTPResponse(read_all(log_file, size), 200, headers | {"Content-Length": str(size)})
+        body = slots.sized(read_all(log_file, size), size)
+        return HTTPResponse(body, 200, headers | {"Content-Length": str(size)})
 
     @app.post("/api/cancel/<job_id>")
     def cancel(job_id: str) -> HTTPResponse:
         request.environ["jobd.job_id"] = job_id
         return json_response(service.cancel(job_id).wire())
 
-    orchestrator_routes(app, config, service)
+    orchestrator_routes(app, config, service, slots)
     return app
 
 

@@ -68,6 +68,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _threads(text: str) -> int:
+    """Four threads are kept for requests that answer at once (/health first); long-polls,
+    follows and large downloads need at least one more."""
+    value = _positive_int(text)
+    if value < 5:
+        raise ValueError(
+            f"{text!r} leaves no thread for long-polls, log follows and large downloads:"
+            " 4 are kept for requests that answer at once; use at least 5"
+        )
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -311,8 +323,9 @@ OPTIONS: tuple[Option, ...] = (
         "threads",
         ("JOBD_THREADS",),
         "64",
-        _positive_int,
-        "HTTP worker threads (each long-poll holds one)",
+        _threads,
+        "HTTP threads, at least 5 (4 are kept for quick requests; each long-poll, log"
+        " follow or large download holds one of the others)",
         "N",
     ),
 )

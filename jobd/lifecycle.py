@@ -54,8 +54,17 @@ class Lifecycle:
         self._stopping = threading.Event()
 
     def stop(self) -> None:
-        """Give up retrying: what was not stored is settled by recovery at the next start."""
-        self._stopping.set()
+        """Give up retrying (what was not stored is settled by recovery at the next start)
+        and wake everyone waiting for an end: they answer with what they have."""
+        with self._lock:
+            self._stopping.set()
+            for ended in self._ended.values():
+                ended.set()
+            self._ended.clear()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     def claim(self, job_id: str) -> Job | None:
         """QUEUED -> RUNNING as a new attempt; None if the job is no longer queued."""
@@ -104,7 +113,7 @@ class Lifecycle:
         """Return once the job has ended, or after `timeout` seconds."""
         with self._lock:
             job = self._store.get(job_id)
-            if job is None or job.status.terminal:
+            if job is None or job.status.terminal or self._stopping.is_set():
                 return
             ended = self._ended.setdefault(job_id, threading.Event())
         ended.wait(timeout)

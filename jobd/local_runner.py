@@ -109,11 +109,16 @@ class LocalRunner:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self) -> None:
-        """Stop dispatching and end running jobs; they stay RUNNING and run again on restart."""
+    def stop_dispatch(self) -> None:
+        """No job starts from now on."""
         with self._lock:
             self._stopping = True
             self._wake.notify_all()
+
+    def stop(self) -> None:
+        """Stop dispatching and end running jobs; they stay RUNNING and run again on restart."""
+        self.stop_dispatch()
+        with self._lock:
             runs = []
             for active in self._active.values():
                 active.stop = Stop.SHUTDOWN

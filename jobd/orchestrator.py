@@ -14,6 +14,7 @@ from jobd.errors import BadRequest, Conflict, Internal, JobdError, NotFound
 from jobd.models import Job, JobStatus, int_id
 from jobd.responses import json_response, refuse_large_body, zip_response
 from jobd.service import JobService
+from jobd.slots import WaitSlots
 
 #: job-orchestrator's payload states, spelled as its deserializer expects.
 _PAYLOAD_STATUS = {
@@ -42,7 +43,7 @@ def load() -> float:
     return round(min(100.0, os.getloadavg()[0] / (os.cpu_count() or 1) * 100), 1)
 
 
-def orchestrator_routes(app: Bottle, config: Config, service: JobService) -> None:
+def orchestrator_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlots) -> None:
     @app.get("/")
     def ping() -> HTTPResponse:
         return HTTPResponse(f"jobd {__version__}\n", 200, {"Content-Type": "text/plain"})
@@ -75,14 +76,15 @@ def orchestrator_routes(app: Bottle, config: Config, service: JobService) -> Non
         job = service.find(_int_id(number))
         request.environ["jobd.job_id"] = job.id
         if job.status is JobStatus.SUCCESS and not job.expired:
-            return zip_response(service.result(job))
+            return zip_response(service.result(job), slots)
         return json_response(payload(job, service))
 
     @app.get("/retrieve_partial/<number>")
     def retrieve_partial(number: str) -> HTTPResponse:
         job = service.get(_int_id(number))
         request.environ["jobd.job_id"] = job.id
-        return zip_response(service.result(job) if job.status.terminal else service.snapshot(job))
+        zipped = service.result(job) if job.status.terminal else service.snapshot(job)
+        return zip_response(zipped, slots)
 
     @app.post("/kill/<number>")
     def kill(number: str) -> HTTPResponse:

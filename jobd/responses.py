@@ -12,6 +12,7 @@ from bottle import HTTPResponse, request
 
 from jobd.archive import CHUNK
 from jobd.errors import TooLarge
+from jobd.slots import WaitSlots
 
 
 class _SendHeaders(bytes):
@@ -50,10 +51,10 @@ def size_of(opened: BinaryIO) -> int:
     return size
 
 
-def zip_response(zipped: BinaryIO) -> HTTPResponse:
+def zip_response(zipped: BinaryIO, slots: WaitSlots) -> HTTPResponse:
     size = size_of(zipped)
     headers = {"Content-Type": "application/zip", "Content-Length": str(size)}
-    return HTTPResponse(read_all(zipped, size), 200, headers)
+    return HTTPResponse(slots.sized(read_all(zipped, size), size), 200, headers)
 
 
 def refuse_large_body(limit: int) -> None:

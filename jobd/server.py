@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
+from typing import Any
 
 import waitress
 
@@ -21,6 +23,7 @@ from jobd.frozen import exit_with_launcher
 from jobd.layout import Layout
 from jobd.responses import SEND_HEADERS
 from jobd.service import JobService
+from jobd.slots import SMALL_BODY
 from jobd.store import Store
 
 log = logging.getLogger("jobd")
@@ -104,8 +107,59 @@ def headers_on_marker(app: WSGIApp) -> WSGIApp:
     return wrapped
 
 
-def _stop(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)  # waitress's run() closes the server on SystemExit and returns
+#: A response whose client has read nothing for this long is ended, freeing its thread.
+STALL_TIMEOUT = 30.0
+#: File descriptors kept for jobs, the store and logs when sizing the connection limit.
+SPARE_FDS = 128
+
+
+def end_stalled_responses(server: Any) -> None:
+    """waitress closes idle connections only between requests: a client that stops reading
+    a response would hold its thread for ever. Close those that have buffered output and
+    have taken nothing for STALL_TIMEOUT; their thread sees the client gone and is free.
+    Runs in waitress's main loop, at each of its clean-ups."""
+    servers = [server] if hasattr(server, "active_channels") else list(server.map.values())
+    for each in servers:
+        if not hasattr(each, "active_channels"):
+            continue
+        cleanup = each.maintenance
+
+        def maintenance(now: float, each: Any = each, cleanup: Callable = cleanup) -> None:
+            cleanup(now)
+            for channel in list(each.active_channels.values()):
+                stalled = now - channel.last_activity > STALL_TIMEOUT
+                if channel.requests and channel.total_outbufs_len and stalled:
+                    log.warning(
+                        "%s stopped reading its answer %.0fs ago; closed the connection",
+                        channel.addr[0] if channel.addr else "a client",
+                        now - channel.last_activity,
+                    )
+                    channel.handle_close()
+
+        each.maintenance = maintenance
+
+
+def connection_limit() -> int:
+    """As many connections as open files allow (raised to the hard limit), so idle or slow
+    clients do not lock others out; waitress closes idle ones after its channel_timeout."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        wanted = 65536 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return max(100, min(soft - SPARE_FDS, 10_000))
+
+
+def _stopper(service: JobService) -> Callable[[int, FrameType | None], None]:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # before waitress waits for its threads: long-polls and follows answer now
+        service.quiesce()
+        raise SystemExit(0)  # waitress's run() closes the server on SystemExit and returns
+
+    return stop
 
 
 def serve(config: Config) -> int:
@@ -128,11 +182,15 @@ def serve(config: Config) -> int:
             host=config.host,
             port=config.port,
             threads=config.threads,
-            connection_limit=max(100, config.threads * 4),
+            connection_limit=connection_limit(),
             # waitress buffers a body before the app sees it and answers bodies over its limit
             # itself, in plain text; jobd's own check (JSON, after the token) has room below it
             max_request_body_size=2 * config.max_upload + (1 << 20),
             channel_timeout=2 * 60,
+            cleanup_interval=5,
+            # a response holds at most this much in memory; past it, the thread waits for
+            # the client (and holds a slot: see slots.py)
+            outbuf_high_watermark=SMALL_BODY,
             # read on while a request runs, so a long-poll or a follow sees its client leave
             channel_request_lookahead=1,
             asyncore_use_poll=True,
@@ -145,8 +203,9 @@ def serve(config: Config) -> int:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror)
         store.close()
         return 1
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    end_stalled_responses(server)
+    signal.signal(signal.SIGTERM, _stopper(service))
+    signal.signal(signal.SIGINT, _stopper(service))
     service.start()
     log.info(
         "jobd %s listening on http://%s:%s (data dir %s, workers: %d)",
@@ -160,6 +219,7 @@ def serve(config: Config) -> int:
         server.run()
     finally:
         log.info("shutting down")
+        service.quiesce()  # also when the server stopped for another reason
         server.close()
         service.stop()
         store.close()

@@ -97,9 +97,15 @@ class JobService:
         for loop in self._loops():
             loop.start()
 
+    def quiesce(self) -> None:
+        """The first step of a shutdown: no job starts any more, and long-polls and log
+        follows answer now, so the server's threads are free to end."""
+        self.local.stop_dispatch()
+        self.lifecycle.stop()
+
     def stop(self) -> None:
         """Stop dispatching and end running jobs; they stay RUNNING and run again on restart."""
-        self.lifecycle.stop()
+        self.quiesce()
         for loop in self._loops():
             loop.stop()
         self.local.stop()
@@ -156,7 +162,7 @@ class JobService:
         if the client is `gone`."""
         job = self.get(ref)
         deadline = time.monotonic() + timeout
-        while not job.status.terminal and not gone():
+        while not job.status.terminal and not gone() and not self.lifecycle.stopping:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -188,7 +194,7 @@ class JobService:
         written; until the client is `gone`."""
         path, offset = self.log_path(job, stream), 0
         while not gone():
-            finished = self.get(job.id).status.terminal
+            finished = self.get(job.id).status.terminal or self.lifecycle.stopping
             offset = yield from _read_from(path, offset)
             if finished:
                 return

@@ -1,8 +1,8 @@
-"""HTTP threads that a request may hold while it waits: long-polls and log follows.
+"""HTTP threads that a request may hold for long: long-polls, log follows, and large bodies
+(a client that reads slowly, or not at all, holds its thread while the server waits to send).
 
-Each holds one of waitress's threads for as long as it waits, so at most `--threads` - 4 may
-wait at once and the rest of the API always has threads left. A slot is taken and given
-back here only.
+At most `--threads` - RESERVED may be held at once, so the rest of the API (`/health` first)
+always has threads left. A slot is taken and given back here only.
 """
 
 from __future__ import annotations
@@ -13,27 +13,53 @@ from collections.abc import Callable, Iterable, Iterator
 
 from jobd.errors import Unavailable
 
+#: Threads kept for requests that answer at once.
+RESERVED = 4
+#: Bodies up to this size never hold a thread: the server buffers them whole (its
+#: outbuf_high_watermark is this), so only larger ones take a slot.
+SMALL_BODY = 1 << 20
+
 
 class WaitSlots:
     def __init__(self, threads: int) -> None:
-        self._free = threading.BoundedSemaphore(max(1, threads - 4))
+        self.limit = max(1, threads - RESERVED)
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def _take(self) -> bool:
+        with self._lock:
+            if self.held >= self.limit:
+                return False
+            self.held += 1
+            return True
+
+    def _give(self) -> None:
+        with self._lock:
+            self.held -= 1
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[bool]:
         """A slot for the length of the block if one is free; yields whether it got one."""
-        held = self._free.acquire(blocking=False)
+        held = self._take()
         try:
             yield held
         finally:
             if held:
-                self._free.release()
+                self._give()
 
     def stream(self, body: Iterable[bytes]) -> Iterable[bytes]:
         """`body` as a response that holds a slot until the server closes it; 503 if none
         is free."""
-        if not self._free.acquire(blocking=False):
-            raise Unavailable("too many clients follow logs or long-poll now; try again")
-        return _Held(body, self._free.release)
+        if not self._take():
+            raise Unavailable(
+                "too many clients are following logs, long-polling or downloading large"
+                " results right now; try again in a moment"
+            )
+        return _Held(body, self._give)
+
+    def sized(self, body: Iterable[bytes], size: int) -> Iterable[bytes]:
+        """A body of `size` bytes: a large one holds a slot while it is sent."""
+        return body if size <= SMALL_BODY else self.stream(body)
 
 
 class _Held:
