@@ -69,10 +69,11 @@ def _client_gone() -> Callable[[], bool]:
 
 
 def _check_path() -> None:
-    """A path that is not UTF-8 names nothing: Bottle would drop the bad bytes and could
-    land on another job."""
+    """A path that is not UTF-8 names nothing: Bottle drops the bad bytes (its PATH_INFO is
+    already decoded that way) and could land on another job, so the raw path is checked."""
+    raw = request.environ.get("bottle.raw_path", request.environ.get("PATH_INFO", ""))
     try:
-        request.environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
+        raw.encode("latin-1").decode("utf-8")
     except UnicodeError:
         raise NotFound("there is no such path: it is not valid UTF-8") from None
 

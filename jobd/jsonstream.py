@@ -174,6 +174,8 @@ class _Body:
         except json.JSONDecodeError as exc:
             shown = raw[:40].decode(errors="replace")
             raise _malformed(f"{exc.msg} in {shown!r}") from None
+        except UnicodeDecodeError:
+            raise _malformed("a value holds bytes that are not UTF-8") from None
         except ValueError:  # the one left: more digits than Python converts
             raise _malformed("a number has more than 4300 digits") from None
 

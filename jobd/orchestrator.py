@@ -108,9 +108,11 @@ def _int_id(text: str) -> int:
     return number
 
 
-def _part_path(name: str, filename: str | None) -> str:
+def _part_path(name: str | None, filename: str | None) -> str:
     """Where a /submit part goes: its name when that is a relative path ending in its file
     name (job-orchestrator's way), else its file name (curl -F file=@x's way)."""
+    if name is None:
+        raise BadRequest("a part has no name: every part needs Content-Disposition's name=")
     for what, value in (("name", name), ("file name", filename or "")):
         problem = path_problem(value)
         if problem:
