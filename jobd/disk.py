@@ -19,7 +19,7 @@ from jobd.errors import InsufficientStorage
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _SQLITE_FULL = 13  # sqlite3.SQLITE_FULL, named there from Python 3.11 on
 #: Room kept for the store's own writes: many state changes' worth of WAL pages.
-BALLAST_SIZE = 4 * 1024 * 1024
+BALLAST_SIZE = 1024 * 1024
 
 
 def is_full(exc: BaseException) -> bool:
@@ -40,7 +40,7 @@ class Disk:
     def __init__(self, path: Path, reserve: Reserve) -> None:
         self._path = path
         self._reserve = reserve
-        self._ballast = path / ".jobd-ballast"
+        self._ballast = path / "jobd.ballast"
 
     def keep_ballast(self) -> None:
         """Make the ballast file if it is missing and it fits above the reserve."""

@@ -69,5 +69,10 @@ class ConfigError(Exception):
     """A flag or environment variable has a value jobd cannot use; raised before start-up."""
 
 
-class DataDirBusy(Exception):
+class DataDirUnusable(Exception):
+    """The data dir, or the database in it, cannot be used; found at start-up, with nothing
+    changed on disk."""
+
+
+class DataDirBusy(DataDirUnusable):
     """Another jobd holds the data directory's lock."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from jobd.errors import DataDirBusy
+from jobd.errors import DataDirBusy, DataDirUnusable
 from jobd.models import valid_job_id
 
 
@@ -24,17 +25,26 @@ class Layout:
         self.tmp = self.root / "tmp"
         self.db = self.root / "jobd.db"
         self._lock_fd: int | None = None
+        self._made_lock_file = False
 
     def prepare(self) -> None:
-        for folder in (self.root, self.jobs):
-            folder.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir()
+        try:
+            for folder in (self.root, self.jobs):
+                folder.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp.mkdir()
+        except OSError as exc:
+            raise self._unusable(exc) from None
 
     def lock(self) -> None:
         """Hold an exclusive lock on the data dir for the life of the process."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / "jobd.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        lock_file = self.root / "jobd.lock"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._made_lock_file = not lock_file.exists()
+            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise self._unusable(exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -44,9 +54,34 @@ class Layout:
                 f"another jobd (pid {holder}) is using the data dir {self.root.resolve()};"
                 " stop it or give this one another --data-dir"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
+
+    def claim(self) -> None:
+        """The data dir is usable: say in the lock file which process holds it."""
+        assert self._lock_fd is not None
+        os.ftruncate(self._lock_fd, 0)
+        os.write(self._lock_fd, f"{os.getpid()}\n".encode())
+
+    def unlock(self) -> None:
+        """A start that failed leaves the data dir as it found it."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        if self._made_lock_file:
+            (self.root / "jobd.lock").unlink(missing_ok=True)
+
+    def _unusable(self, exc: OSError) -> DataDirUnusable:
+        where = exc.filename or self.root
+        if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+            advice = "a part of that path is a file, not a folder"
+        elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            advice = "jobd must be able to write there"
+        else:
+            advice = "jobd cannot use it"
+        return DataDirUnusable(
+            f"the data dir {self.root} cannot be used: {where}: {exc.strerror} ({advice});"
+            " fix that or point --data-dir at a writable folder"
+        )
 
     def job_dir(self, job_id: str) -> Path:
         if not valid_job_id(job_id):  # the one gate between a client's ID and the filesystem

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: The variable that marks a run's processes.
-MARK = "JOBD_RUN"
+MARK = "_JOBD_RUN"  # not JOBD_*: those never reach run.sh
 #: How long ending a run waits for SIGKILL to take effect.
 KILL_WAIT = 10.0
 

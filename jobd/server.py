@@ -16,7 +16,7 @@ import waitress
 from jobd import __version__
 from jobd.app import create_app
 from jobd.config import Config
-from jobd.errors import DataDirBusy
+from jobd.errors import DataDirUnusable
 from jobd.executors.local import LocalExecutor
 from jobd.executors.slurm import SlurmExecutor
 from jobd.frozen import exit_with_launcher
@@ -166,16 +166,27 @@ def serve(config: Config) -> int:
     layout = Layout(config.data_dir)
     try:
         layout.lock()
-    except DataDirBusy as exc:
+    except DataDirUnusable as exc:
         log.error("%s", exc)
         return 1
     exit_with_launcher()
-    store = Store(layout.db)
+    try:
+        store = Store(layout.db)
+    except DataDirUnusable as exc:
+        log.error("%s", exc)
+        layout.unlock()
+        return 1
+    layout.claim()
     slurm = SlurmExecutor(
         os.environ, config.slurm_partition, config.slurm_account, config.slurm_args
     )
     service = JobService(config, store, layout, LocalExecutor(os.environ, config.kill_grace), slurm)
-    service.recover()
+    try:
+        service.recover()
+    except DataDirUnusable as exc:
+        log.error("%s", exc)
+        store.close()
+        return 1
     try:
         server = waitress.create_server(
             access_log(headers_on_marker(create_app(config, service))),

@@ -35,9 +35,10 @@ def escapes(pid_file: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("ending", ["exit", "cancel", "timeout"])
 @pytest.mark.parametrize("kind", list(escapes(Path("x"))))
-def test_an_escaped_child_ends_with_its_job(server, shared, strays, kind, ending):
+def test_an_escaped_child_ends_with_its_job(server, shared, strays, gates, kind, ending):
     pid_file = shared / f"escapee-{unique_id()}"
-    after = "exit 0" if ending == "exit" else "sleep 1000"
+    gate = gates()
+    after = f"{gate.shell}\nexit 0" if ending == "exit" else "sleep 1000"
     run_sh = script(
         f"""
         {escapes(pid_file)[kind]}
@@ -52,6 +53,7 @@ def test_an_escaped_child_ends_with_its_job(server, shared, strays, kind, ending
     strays.watch(escapee)
     assert not proc_gone(escapee)
 
+    gate.open()
     if ending == "cancel":
         assert_status(server.cancel(job_id), 200)  # answered once every process is gone
         job = server.job(job_id)
