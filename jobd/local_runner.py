@@ -127,6 +127,10 @@ class LocalRunner:
         for thread in self._threads:
             thread.join(timeout=30)
 
+    def alive(self) -> int:
+        """Worker threads that still take jobs (none should ever be lost: /health checks)."""
+        return sum(thread.is_alive() for thread in self._threads)
+
     def launch(self, job: Job, spec: JobSpec) -> Job:
         """A new job is queued: a free worker takes it at once."""
         with self._lock:

@@ -156,8 +156,18 @@ SCHEMAS: dict[str, dict] = {
         "required": ["status", "version", "workers", "queued", "running"],
         "properties": {
             "status": {"enum": ["healthy", "degraded"]},
+            "problems": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "why the status is degraded; empty when healthy",
+            },
             "version": {"type": "string"},
             "workers": {"type": "integer"},
+            "workers_alive": {"type": "integer"},
+            "oldest_queued_age": {
+                "type": ["number", "null"],
+                "description": "seconds the longest-waiting queued job has waited",
+            },
             "queued": {"type": "integer"},
             "running": {"type": "integer"},
             "jobs": {"type": "object", "additionalProperties": {"type": "integer"}},
@@ -169,6 +179,16 @@ SCHEMAS: dict[str, dict] = {
                     "free": {"type": "integer"},
                     "total": {"type": "integer"},
                     "min_free": {"type": "integer"},
+                },
+            },
+            "threads": {
+                "type": "object",
+                "description": "HTTP threads: all, held by long-polls, follows and large"
+                " downloads, and how many those may hold",
+                "properties": {
+                    "total": {"type": "integer"},
+                    "held": {"type": "integer"},
+                    "may_hold": {"type": "integer"},
                 },
             },
         },

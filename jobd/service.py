@@ -201,12 +201,27 @@ class JobService:
             self.lifecycle.wait_for_end(job.id, FOLLOW_POLL)
 
     def health(self) -> dict[str, object]:
+        """The daemon's state, and `degraded` (with the reasons) when something is wrong that
+        an operator should see; always answered, so orchestrators keep polling it."""
         counts = self.store.counts()
         disk = self.disk.report()
+        alive = self.local.alive()
+        oldest = self.store.oldest_queued()
+        problems = []
+        if disk.pop("low"):
+            problems.append(
+                f"free space on the data dir's disk is below --min-free ({disk['free']} bytes"
+                " free): new jobs get 507"
+            )
+        if alive < self.config.workers and not self.lifecycle.stopping:
+            problems.append(f"only {alive} of {self.config.workers} workers are running")
         return {
-            "status": "degraded" if disk.pop("low") else "healthy",
+            "status": "degraded" if problems else "healthy",
+            "problems": problems,
             "version": __version__,
             "workers": self.config.workers,
+            "workers_alive": alive,
+            "oldest_queued_age": round(time.time() - oldest.created_at, 3) if oldest else None,
             "queued": counts[JobStatus.QUEUED.value],
             "running": counts[JobStatus.RUNNING.value],
             "jobs": counts,

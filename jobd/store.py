@@ -198,6 +198,11 @@ class Store:
         rows = self._rows("SELECT status, COUNT(*) FROM jobs WHERE expired = 0 GROUP BY status")
         return {status.value: 0 for status in JobStatus} | {row[0]: row[1] for row in rows}
 
+    def oldest_queued(self) -> Job | None:
+        """The job that has waited longest, here or for Slurm."""
+        jobs = self._query("WHERE status = ? ORDER BY seq LIMIT 1", (JobStatus.QUEUED.value,))
+        return jobs[0] if jobs else None
+
     def first_queued_local(self) -> Job | None:
         """The oldest queued job that runs here (FIFO)."""
         jobs = self._query(
