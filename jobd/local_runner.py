@@ -28,6 +28,8 @@ _RUNNING = frozenset({JobStatus.RUNNING})
 #: A worker that cannot claim a job (the store fails) tries again after this, doubling.
 CLAIM_RETRY_FIRST, CLAIM_RETRY_LAST = 0.1, 5.0
 _QUEUED = frozenset({JobStatus.QUEUED})
+#: Runs of one job that jobd's own stop may interrupt before it stops re-running it.
+MAX_RUNS = 3
 
 
 class Stop(enum.Enum):
@@ -89,7 +91,15 @@ class LocalRunner:
         )
         if procs.end_all([left], 0):
             log.info("job %s: ended what was left running of its last run", job.id)
-        if self._rerun:
+        if self._rerun and job.attempts >= MAX_RUNS:
+            self._lifecycle.finish(
+                job.id,
+                JobStatus.FAILED,
+                f"jobd stopped during each of this job's {job.attempts} runs; not run again"
+                " (a job that brings jobd down, e.g. by filling its disk, would do it again)",
+                expect=_RUNNING,
+            )
+        elif self._rerun:
             self._lifecycle.requeue(
                 job.id,
                 "jobd restarted while this job was running; it runs again from its input",

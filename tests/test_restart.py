@@ -152,3 +152,24 @@ def test_second_daemon_on_the_same_data_dir_refuses_to_start(jobd):
     assert str(first.data_dir) in text or "data dir" in lowered or "data-dir" in lowered, text
     assert "Traceback" not in text, text
     assert_status(first.api("GET", "/health"), 200)
+
+
+def test_a_job_interrupted_on_every_run_stops_being_rerun(jobd, shared, strays):
+    """Three runs cut short by jobd's own end: the third restart ends it FAILED, so a job
+    that brings jobd down (say, by filling its disk) cannot do it for ever."""
+    runs = shared / "runs"
+    run_sh = script(f"echo run >> {q(runs)}\nsleep 1000")
+    daemon = jobd.start("--workers", "1", "--kill-grace", "1s")
+    job_id = daemon.submit({"run.sh": run_sh})["ID"]
+    for count in (1, 2, 3):
+        wait_until(
+            lambda count=count: runs.exists() and len(runs.read_text().split()) == count,
+            20,
+            f"run {count} to start",
+        )
+        daemon.kill9()
+        daemon = jobd.start("--workers", "1", "--kill-grace", "1s", data_dir=daemon.data_dir)
+    job = daemon.wait_done(job_id)
+    assert job["Status"] == "FAILED", job
+    assert "not run again" in job["Message"], job
+    assert len(runs.read_text().split()) == 3
