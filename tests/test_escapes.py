@@ -3,7 +3,9 @@ when run.sh exits, on cancel and on timeout."""
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,24 @@ def test_an_escaped_child_ends_with_its_job(server, shared, strays, gates, kind,
     expected = {"exit": "SUCCESS", "cancel": "CANCELLED", "timeout": "FAILED"}[ending]
     assert job["Status"] == expected, job
     assert proc_gone(escapee), f"{kind} child {escapee} outlived its job ({ending})"
+
+
+def test_run_sh_held_open_for_writing_a_moment_still_starts(jobd, gates):
+    """Text file busy (ETXTBSY): while another process holds run.sh open for writing, as a
+    forked child does for a moment when jobs are unpacked at the same time, it cannot be
+    executed. jobd tries again instead of failing the job."""
+    daemon = jobd.start("--workers", "1")
+    gate = gates()
+    first = daemon.submit({"run.sh": script(gate.shell)})["ID"]
+    daemon.wait_status(first, "RUNNING")
+    second = daemon.submit({"run.sh": script("echo started")})["ID"]
+    run_sh = daemon.data_dir / "jobs" / second / "work" / "run.sh"
+    held = os.open(run_sh, os.O_WRONLY)
+    try:
+        gate.open()
+        daemon.wait_done(first)  # the second starts now, and finds run.sh busy
+        time.sleep(0.1)  # the fault: the write descriptor lives on a little longer
+    finally:
+        os.close(held)
+    job = daemon.wait_done(second)
+    assert job["Status"] == "SUCCESS", job
