@@ -1,5 +1,6 @@
 """Fault scenarios, measured: a full data disk, uploads larger than the free space, hard
-kills of the frozen binary, and schemathesis. Prints one line per figure.
+kills of the frozen binary, and a shutdown with jobs that ignore SIGTERM. Prints one line
+per figure.
 
     python bench/faults.py [--checkout DIR] [--exe dist/jobd]
 
@@ -65,7 +66,11 @@ class Daemon:
         argv = [*command, "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         self.log = open(data.parent / f"jobd-{self.port}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [*argv, "--data-dir", str(data), *flags], stdout=self.log, stderr=self.log, env=env
+            [*argv, "--data-dir", str(data), *flags],
+            stdout=self.log,
+            stderr=self.log,
+            env=env,
+            cwd=data.parent,  # not this checkout: `python -m` looks in its cwd first
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -175,6 +180,26 @@ def hard_kills(exe: str, work: Path) -> None:
     daemon.stop()
 
 
+def shutdown(command: list[str], env: dict[str, str], work: Path) -> None:
+    """Seconds from SIGTERM to exit with 3 and 6 jobs that ignore SIGTERM (--kill-grace 5s)."""
+    stubborn = b"#!/bin/sh\ntrap '' TERM\ntouch started.$$\nsleep 1000\n"
+    for count in (3, 6):
+        data = work / f"shutdown-{count}"
+        daemon = Daemon(command, data, env, "--workers", str(count), "--kill-grace", "5s")
+        for n in range(count):
+            daemon.submit(f"stubborn-{n}", {"run.sh": stubborn})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if all(daemon.status(f"stubborn-{n}") == "RUNNING" for n in range(count)):
+                break
+            time.sleep(0.05)
+        started = time.monotonic()
+        daemon.proc.send_signal(signal.SIGTERM)
+        daemon.proc.wait(120)
+        print(f"shutdown with {count} stubborn jobs: {time.monotonic() - started:.1f} s")
+        daemon.log.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkout", type=Path, default=ROOT)
@@ -186,6 +211,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         full_disk(command, env, work, args.flags.split())
+        shutdown([args.exe] if args.exe else command, env, work)
         if args.exe:
             hard_kills(args.exe, work)
     shutil.rmtree(work, ignore_errors=True)

@@ -26,7 +26,7 @@ _STORE_ABOVE_RATIO = 0.9
 #: Files this small are stored: deflating saves next to nothing and costs a compressor each.
 _STORE_BELOW = 1024
 #: Read size for base64 output: a multiple of 3, so the pieces concatenate without padding.
-_ENCODE_BLOCK = 3 * (1 << 18)
+_ENCODE_BLOCK = 3 * (1 << 16)
 #: A zip with no entries: what a job whose result could not be stored answers with.
 EMPTY_ZIP = b"PK\x05\x06" + bytes(18)
 

@@ -277,7 +277,7 @@ class LocalRunner:
 
 
 class Reconciler(Loop):
-    """Looks for stranded local jobs now and then."""
+    """Now and then: looks for stranded local jobs, and collects orphans that ended."""
 
     thread_name = "reconcile"
     interval = 5.0
@@ -288,4 +288,5 @@ class Reconciler(Loop):
 
     def tick(self, now: float) -> float:
         self._runner.reconcile()
+        procs.reap_adopted()  # orphans of jobs that ended on their own since
         return self.interval

@@ -5,14 +5,20 @@ jobd starts run.sh in a session and group of its own, but a child may leave both
 its environment, and ending a run ends its group and every process that carries the mark.
 Processes are found and signalled by PID only, through a pidfd where the kernel has them, so
 a PID reused by someone else is never signalled.
+
+Finding marked processes means reading every process's environment: fine for a cancel, too
+slow for the end of every job. So jobd makes itself its jobs' subreaper: when run.sh exits,
+whatever it left running becomes jobd's child, and the end of a job only looks there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +28,55 @@ from pathlib import Path
 MARK = "_JOBD_RUN"  # not JOBD_*: those never reach run.sh
 #: How long ending a run waits for SIGKILL to take effect.
 KILL_WAIT = 10.0
+_PR_SET_CHILD_SUBREAPER = 36
+#: /proc's list of the processes jobd adopted, once it is their subreaper
+_adopted_list: str | None = None
+
+
+def adopt_orphans() -> bool:
+    """Become the subreaper of every process jobd starts (from the main thread, at start).
+    Orphans then come to the main thread, the only one that starts no process of its own,
+    so its children are exactly what jobs left behind."""
+    global _adopted_list
+    listing = f"/proc/{os.getpid()}/task/{threading.main_thread().native_id}/children"
+    if not os.path.exists(listing):  # a kernel without CONFIG_PROC_CHILDREN
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    _adopted_list = listing
+    return True
+
+
+def _children(pid: int | str) -> list[int]:
+    found = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as listing:
+                found += [int(child) for child in listing.read().split()]
+    return found
+
+
+def _adopted() -> list[int]:
+    if _adopted_list is None:
+        return []
+    try:
+        with open(_adopted_list) as listing:
+            return [int(pid) for pid in listing.read().split()]
+    except OSError:
+        return []
+
+
+def reap_adopted() -> None:
+    """Collect adopted processes that have ended, so no zombie is left."""
+    for pid in _adopted():
+        fields = _stat_fields(pid)
+        if fields is not None and fields[0] in ("Z", "X"):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
 
 
 def mark_for(workdir: Path) -> str:
@@ -88,6 +143,9 @@ class Tree:
 
     pgid: int | None
     mark: str
+    #: when run.sh started (clock ticks after boot): older processes cannot be its
+    #: descendants, so their environment is not read
+    since: int | None = None
 
     @property
     def _needle(self) -> bytes:
@@ -97,10 +155,11 @@ class Tree:
         """Live members: those in the group, and those found only by their mark."""
         grouped, marked = [], []
         needle = self._needle
+        since = self.since or 0
         for pid, fields in _live_pids():
             if int(fields[2]) == self.pgid:
                 grouped.append(pid)
-            elif _carries(pid, needle):
+            elif int(fields[19]) >= since and _carries(pid, needle):
                 marked.append(pid)
         return grouped, marked
 
@@ -130,12 +189,40 @@ def end_all(trees: Iterable[Tree], grace: float) -> dict[Tree, signal.Signals]:
             sent[tree] = signal.SIGKILL
             tree.signal(signal.SIGKILL)
         left = _wait_gone(left, 0.2)
+    reap_adopted()
     return sent
 
 
 def kill(tree: Tree) -> None:
-    """SIGKILL at once: what is left of a run that has ended."""
-    end_all([tree], 0)
+    """SIGKILL at once what is left of a run whose run.sh has exited: its group, and what
+    carries its mark among the processes jobd adopted (run.sh's orphans) and below them."""
+    if _adopted_list is None:
+        end_all([tree], 0)
+        return
+    if tree.pgid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(tree.pgid, signal.SIGKILL)
+    needle = tree._needle
+    deadline = time.monotonic() + KILL_WAIT
+    while time.monotonic() < deadline:
+        left = [pid for pid in _below(_adopted()) if _carries(pid, needle)]
+        if not left:
+            break
+        for pid in left:
+            _signal(pid, signal.SIGKILL, needle)
+        time.sleep(0.002)  # let them die before looking again (their children come up)
+        reap_adopted()
+    reap_adopted()
+
+
+def _below(roots: list[int]) -> list[int]:
+    """The processes and all their descendants."""
+    found, stack = [], list(roots)
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack += _children(pid)
+    return found
 
 
 def leftovers(pgid: int | None, leader_start: int | None, mark: str) -> Tree:
@@ -151,7 +238,7 @@ def leftovers(pgid: int | None, leader_start: int | None, mark: str) -> Tree:
         in_its_session = any(int(f[3]) == pgid for _, f in _live_pids() if int(f[2]) == pgid)
         if reused or not in_its_session:
             pgid = None
-    return Tree(pgid, mark)
+    return Tree(pgid, mark, leader_start)
 
 
 def _wait_gone(trees: Iterable[Tree], timeout: float) -> list[Tree]:

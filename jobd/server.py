@@ -13,7 +13,7 @@ from typing import Any
 
 import waitress
 
-from jobd import __version__
+from jobd import __version__, procs
 from jobd.app import create_app
 from jobd.config import Config
 from jobd.errors import DataDirUnusable
@@ -170,6 +170,7 @@ def serve(config: Config) -> int:
         log.error("%s", exc)
         return 1
     exit_with_launcher()
+    procs.adopt_orphans()
     try:
         store = Store(layout.db)
     except DataDirUnusable as exc:

@@ -17,7 +17,7 @@ from jobd.errors import Unavailable
 RESERVED = 4
 #: Bodies up to this size never hold a thread: the server buffers them whole (its
 #: outbuf_high_watermark is this), so only larger ones take a slot.
-SMALL_BODY = 1 << 20
+SMALL_BODY = 1 << 18
 
 
 class WaitSlots:

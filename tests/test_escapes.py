@@ -9,7 +9,16 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_status, proc_gone, q, read_pids, script, unique_id, wait_until
+from conftest import (
+    assert_status,
+    proc_gone,
+    proc_stat,
+    q,
+    read_pids,
+    script,
+    unique_id,
+    wait_until,
+)
 
 GRACE = 1.0
 
@@ -64,6 +73,8 @@ def test_an_escaped_child_ends_with_its_job(server, shared, strays, gates, kind,
     expected = {"exit": "SUCCESS", "cancel": "CANCELLED", "timeout": "FAILED"}[ending]
     assert job["Status"] == expected, job
     assert proc_gone(escapee), f"{kind} child {escapee} outlived its job ({ending})"
+    # and no zombie is left: jobd adopted it (as its subreaper) and collected it
+    wait_until(lambda: proc_stat(escapee) is None, 10, f"{kind} child {escapee} to be reaped")
 
 
 def test_run_sh_held_open_for_writing_a_moment_still_starts(jobd, gates):

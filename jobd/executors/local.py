@@ -72,7 +72,8 @@ class LocalExecutor:
                         raise StartError(_start_failure(first_line, exc)) from None
                     time.sleep(delay)
                     delay *= 2
-        return Run(proc, procs.start_time(proc.pid), procs.Tree(proc.pid, mark))
+        started = procs.start_time(proc.pid)
+        return Run(proc, started, procs.Tree(proc.pid, mark, started))
 
     def wait(self, run: Run, timeout: float | None) -> bool:
         """Wait until run.sh exits (False if `timeout` passes first), without reaping it:
