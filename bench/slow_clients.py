@@ -42,10 +42,25 @@ def request(url: str, body: bytes | None = None, timeout: float = 60) -> dict:
 
 
 def memory(pid: int) -> str:
-    fields = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-    )
-    return f"RSS {fields['VmRSS'].strip()}, peak {fields['VmHWM'].strip()}"
+    """Of the daemon: the largest process of the tree (a frozen jobd's launchers are small)."""
+    tree, stack = [], [pid]
+    while stack:
+        each = stack.pop()
+        tree.append(each)
+        for task in Path(f"/proc/{each}/task").iterdir():
+            stack += [int(child) for child in (task / "children").read_text().split()]
+    biggest = max(tree, key=lambda each: _status(each)["VmRSS"])
+    fields = _status(biggest)
+    return f"RSS {fields['VmRSS'] * 1024 / 1e6:.1f} MB, peak {fields['VmHWM'] * 1024 / 1e6:.1f} MB"
+
+
+def _status(pid: int) -> dict[str, int]:
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            found[name] = int(value.split()[0])
+    return found
 
 
 def health_latencies(port: int) -> list[float]:

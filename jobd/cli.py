@@ -101,6 +101,7 @@ def _fetch(client: JobdClient, job_id: str, wait: float | None, out: Path | None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    frozen.remove_launch_copy()
     args_list = list(sys.argv[1:] if argv is None else argv)
     if not args_list or (
         args_list[0] not in COMMANDS and args_list[0] not in ("-h", "--help", "--version")

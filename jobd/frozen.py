@@ -5,10 +5,12 @@ process reaches the daemon, but SIGKILL ends only the top one and would leave th
 running with the data dir locked. The daemon therefore watches the top process and exits
 with it, as if it had been killed itself.
 
-Each of the two unpacks itself into a directory in TMPDIR (`staticx-*`, `_MEI*`) and removes
-it on a normal exit; a SIGKILL of the whole tree leaves both behind. Each run therefore holds
-a lock on a file in its own directories for as long as it lives, and every start removes the
-directories whose lock nobody holds: earlier runs' that died, never a live one's.
+In front of staticx, jobd's own launcher (launcher/launcher.c) checks TMPDIR and writes the
+staticx program into `jobd-exe-*` there; each of staticx and PyInstaller unpacks itself into a
+directory in TMPDIR (`staticx-*`, `_MEI*`) and removes it on a normal exit. A SIGKILL of the
+whole tree leaves them behind. Each run therefore holds a lock on a file in its own
+directories for as long as it lives, and every start removes the directories whose lock
+nobody holds: earlier runs' that died, never a live one's.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ log = logging.getLogger("jobd")
 
 #: The file in each unpack directory whose lock says its run is alive.
 ALIVE = ".jobd-alive"
-_UNPACK_PREFIXES = ("_MEI", "staticx-")
+_LAUNCH_PREFIX = "jobd-exe-"
+_UNPACK_PREFIXES = ("_MEI", "staticx-", _LAUNCH_PREFIX)
 _HELD: list[int] = []
 
 
@@ -58,6 +61,16 @@ def launcher_pid() -> int | None:
             break
         top, pid = pid, _parent(pid)
     return top
+
+
+def remove_launch_copy() -> None:
+    """The launcher's copy of the staticx program has served once staticx has unpacked it,
+    which it has by now: remove it at once, whatever the command."""
+    program = os.environ.get("STATICX_PROG_PATH")
+    if getattr(sys, "frozen", False) and program:
+        folder = Path(program).parent
+        if folder.name.startswith(_LAUNCH_PREFIX):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def claim_unpack_dirs() -> None:

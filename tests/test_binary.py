@@ -175,3 +175,42 @@ def test_hard_kills_leave_nothing_in_tmpdir_and_spare_a_live_run(jobd, tmp_path:
     assert kept <= remaining, "a live jobd's unpacked bundle was removed"
     assert len(remaining - kept) == 2, f"dead runs' folders remain: {sorted(remaining - kept)}"
     assert requests.get(last.url + "/health", timeout=5).status_code == 200
+
+
+def _mounted(path: Path, options: str) -> Path:
+    path.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=False)
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs with {options} (the test needs root)")
+    return path
+
+
+@frozen_only
+@pytest.mark.parametrize("problem", ["noexec", "read-only", "missing", "full"])
+def test_a_tmpdir_that_cannot_run_jobd_is_one_line_naming_it(tmp_path, problem):
+    """The binary unpacks itself into TMPDIR: where that cannot work, the first line says
+    so and what to do, not a loader's error."""
+    assert EXE
+    if problem == "missing":
+        tmpdir = tmp_path / "nowhere"
+    else:
+        options = {"noexec": "noexec", "read-only": "ro", "full": "size=4m"}[problem]
+        tmpdir = _mounted(tmp_path / problem, options)
+    try:
+        done = subprocess.run(
+            [EXE, "--version"],
+            env=base_env({"TMPDIR": str(tmpdir)}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1, done
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        assert lines[0].startswith(f"jobd: TMPDIR ({tmpdir})"), lines[0]
+        assert "point TMPDIR at a writable directory that allows exec" in lines[0]
+        if problem == "full":
+            assert list(tmpdir.iterdir()) == [], "the launcher left its copy behind"
+    finally:
+        if problem != "missing":
+            subprocess.run(["umount", str(tmpdir)], check=False)

@@ -1,0 +1,269 @@
+"""The container path with a real Docker engine: the shipped image built from the project's
+Dockerfile, jobd copied into research images with Dockerfile.multistage (an old-glibc Debian
+without Python, and a busybox-only one without any libc), and run as users run them: stop,
+kill, restart, health check, another user, a read-only root, a noexec /tmp.
+
+scripts/test.sh starts the engine (scripts/docker-test-engine.sh, as root) and sets
+DOCKER_HOST; the tests need the frozen binary (JOBD_EXE), whose image files
+scripts/build-binary.sh leaves in dist/rootfs-<arch>/.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import platform
+import subprocess
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+
+import pytest
+import requests
+from conftest import REPO_ROOT, base_env, free_port, script, unique_id, wait_until
+
+EXE = os.environ.get("JOBD_EXE")
+ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+TAG = uuid.uuid4().hex[:8]
+JOBD_IMAGE = "jobd-test/jobd"
+RESEARCH = {
+    "bullseye": f"jobd-test/research-bullseye:{TAG}",
+    "busybox": f"jobd-test/research-busybox:{TAG}",
+}
+
+
+def docker(
+    *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    # the classic builder: BuildKit's client (buildx) is not part of Debian's docker.io
+    env = base_env({"DOCKER_BUILDKIT": "0"})
+    done = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed: {done.stderr[-2000:]}")
+    return done
+
+
+@pytest.fixture(scope="module")
+def images() -> Iterator[dict[str, str]]:
+    if not EXE:
+        pytest.skip("needs the frozen binary: JOBD_EXE=dist/jobd (scripts/test.sh builds it)")
+    if not os.environ.get("DOCKER_HOST") or docker("version", check=False).returncode != 0:
+        pytest.skip("no Docker engine: scripts/test.sh starts one when run as root")
+    if not (REPO_ROOT / "dist" / f"rootfs-{ARCH}" / "jobd").is_file():
+        pytest.fail(f"dist/rootfs-{ARCH}/ is missing: run scripts/build-binary.sh")
+    docker(
+        "build", "-t", f"{JOBD_IMAGE}:{TAG}", "--build-arg", f"TARGETARCH={ARCH}", str(REPO_ROOT)
+    )
+    for base, image in RESEARCH.items():
+        docker(
+            "build",
+            "-f",
+            str(REPO_ROOT / "Dockerfile.multistage"),
+            "--build-arg",
+            f"JOBD_IMAGE={JOBD_IMAGE}",
+            "--build-arg",
+            f"JOBD_VERSION={TAG}",
+            "--build-arg",
+            f"BASE_IMAGE=jobd-test/{base}",
+            "-t",
+            image,
+            str(REPO_ROOT),
+        )
+    try:
+        yield {"jobd": f"{JOBD_IMAGE}:{TAG}", **RESEARCH}
+    finally:
+        docker("rmi", "-f", f"{JOBD_IMAGE}:{TAG}", *RESEARCH.values(), check=False)
+
+
+class Container:
+    """One container on the host's network, on a port of its own."""
+
+    def __init__(self, image: str, *options: str, args: tuple[str, ...] = ()) -> None:
+        self.name = f"jobd-test-{uuid.uuid4().hex[:10]}"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        docker(
+            "run", "-d", "--name", self.name, "--network", "host",
+            "-e", f"JOBD_PORT={self.port}", *options, image, *args,
+        )  # fmt: skip
+
+    def healthy(self, timeout: float = 30) -> None:
+        def answers() -> bool:
+            try:
+                return requests.get(self.url + "/health", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_until(answers, timeout, f"container {self.name} to answer /health:\n{self.logs()}")
+
+    def logs(self) -> str:
+        done = docker("logs", self.name, check=False)
+        return done.stdout + done.stderr
+
+    def state(self) -> dict:
+        return json.loads(docker("inspect", self.name).stdout)[0]["State"]
+
+    def exec(self, *argv: str) -> str:
+        return docker("exec", self.name, *argv).stdout
+
+    def submit(self, run_sh: str, job_id: str | None = None) -> str:
+        job_id = job_id or unique_id("box")
+        body = {"id": job_id, "input": _zip({"run.sh": script(run_sh)})}
+        resp = requests.post(self.url + "/api/upload", json=body, timeout=30)
+        assert resp.status_code == 201, resp.text
+        return job_id
+
+    def wait_done(self, job_id: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            resp = requests.get(f"{self.url}/api/get/{job_id}", params={"wait": 10}, timeout=30)
+            if resp.status_code == 200:
+                return resp.json()
+        raise AssertionError(f"job {job_id} did not finish:\n{self.logs()}")
+
+    def remove(self) -> None:
+        docker("rm", "-f", self.name, check=False)
+
+
+def _zip(files: dict[str, bytes]) -> str:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = 0o100755 << 16
+            archive.writestr(info, data)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _output(job: dict) -> dict[str, bytes]:
+    archive = zipfile.ZipFile(io.BytesIO(base64.b64decode(job["Output"])))
+    return {name: archive.read(name) for name in archive.namelist() if not name.endswith("/")}
+
+
+@pytest.fixture
+def containers() -> Iterator[list[Container]]:
+    made: list[Container] = []
+    try:
+        yield made
+    finally:
+        for container in made:
+            container.remove()
+
+
+def test_the_scratch_image_serves_and_its_healthcheck_says_healthy(images, containers):
+    box = Container(images["jobd"], "--health-interval", "1s")
+    containers.append(box)
+    box.healthy()
+    wait_until(
+        lambda: box.state().get("Health", {}).get("Status") == "healthy",
+        30,
+        "docker inspect to say healthy",
+    )
+
+
+@pytest.mark.parametrize("base", ["bullseye", "busybox"])
+def test_a_job_round_trip_in_a_research_image(images, containers, tmp_path, base):
+    box = Container(images[base])
+    containers.append(box)
+    box.healthy()
+    probe = (
+        "ldd --version | head -1 > libc.txt"
+        if base == "bullseye"
+        else "busybox | head -1 > libc.txt"
+    )
+    job = box.wait_done(box.submit(f"{probe}\necho done"))
+    assert job["Status"] == "SUCCESS", job
+    libc = _output(job)["libc.txt"].decode()
+    assert ("2.31" in libc) if base == "bullseye" else ("BusyBox" in libc), libc
+
+    # and with the client on the host, as a person would
+    folder = tmp_path / "job"
+    folder.mkdir()
+    (folder / "run.sh").write_bytes(script("echo from-the-host > out.txt"))
+    (folder / "run.sh").chmod(0o755)
+    result = tmp_path / "result.zip"
+    assert EXE
+    done = subprocess.run(
+        [EXE, "submit", str(folder), "--wait", "--out", str(result)],
+        env=base_env({"JOBD_URL": box.url}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert zipfile.ZipFile(result).read("out.txt") == b"from-the-host\n"
+
+
+def test_docker_stop_ends_jobs_at_once_and_start_runs_them_again(images, containers, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    box = Container(images["bullseye"], "-v", f"{data}:/data/data")
+    containers.append(box)
+    box.healthy()
+    job_id = box.submit("echo run >> /data/data/runs\nsleep 1000")
+    wait_until(lambda: (data / "runs").exists(), 30, "the job to start")
+
+    began = time.monotonic()
+    docker("stop", "-t", "10", box.name)
+    took = time.monotonic() - began
+    state = box.state()
+    assert state["ExitCode"] == 0, state
+    assert took < 8, f"docker stop took {took:.1f}s: jobd did not end its job on SIGTERM"
+
+    docker("start", box.name)
+    box.healthy()
+    wait_until(lambda: (data / "runs").read_text().count("run") == 2, 30, "the job to run again")
+    assert requests.get(f"{box.url}/api/get/{job_id}", timeout=10).json()["Status"] == "RUNNING"
+
+
+def test_five_docker_kills_leave_only_the_live_runs_folders_in_tmp(images, containers):
+    box = Container(images["bullseye"])
+    containers.append(box)
+    box.healthy()
+    for _ in range(5):
+        docker("kill", box.name)
+        docker("start", box.name)
+        box.healthy()
+    left = sorted(box.exec("ls", "-A", "/tmp").split())
+    assert len(left) == 2, left
+    assert {name.split("-")[0][:4] for name in left} == {"_MEI", "stat"}, left
+
+
+def test_another_user_with_a_data_volume(images, containers, tmp_path):
+    data = tmp_path / "userdata"
+    data.mkdir()
+    os.chown(data, 1000, 1000)
+    box = Container(images["bullseye"], "--user", "1000:1000", "-v", f"{data}:/data")
+    containers.append(box)
+    box.healthy()
+    job = box.wait_done(box.submit("id -u > uid.txt"))
+    assert job["Status"] == "SUCCESS", job
+    assert _output(job)["uid.txt"] == b"1000\n"
+    assert (data / "data" / "jobd.db").stat().st_uid == 1000
+
+
+def test_a_read_only_root_with_a_tmpfs_tmp(images, containers, tmp_path):
+    data = tmp_path / "rodata"
+    data.mkdir()
+    box = Container(
+        images["bullseye"], "--read-only", "--tmpfs", "/tmp:exec", "-v", f"{data}:/data"
+    )
+    containers.append(box)
+    box.healthy()
+    job = box.wait_done(box.submit("echo ok > ok.txt"))
+    assert job["Status"] == "SUCCESS", job
+
+
+def test_a_noexec_tmp_is_one_line_naming_tmpdir(images, containers):
+    box = Container(images["bullseye"], "--tmpfs", "/tmp:noexec")
+    containers.append(box)
+    wait_until(lambda: not box.state()["Running"], 30, "the container to stop")
+    assert box.state()["ExitCode"] == 1
+    lines = [line for line in box.logs().splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("jobd: TMPDIR (/tmp) is mounted noexec"), lines
