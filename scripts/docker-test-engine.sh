@@ -28,6 +28,9 @@ down() {
         kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
     fi
     rm -f "$dir/dockerd.pid"
+    # what dockerd leaves mounted under its exec root (its network namespace file)
+    awk -v dir="$dir/" 'index($2, dir) == 1 { print $2 }' /proc/self/mounts | sort -r |
+        while read -r mount; do umount -l "$mount" || true; done
 }
 
 install() {
