@@ -206,6 +206,8 @@ def main() -> int:
     parser.add_argument("--exe", help="a frozen jobd, for the TMPDIR figure")
     parser.add_argument("--flags", default="--min-free 0", help="extra serve flags")
     args = parser.parse_args()
+    if args.exe:
+        args.exe = str(Path(args.exe).resolve())  # daemons start in their own folders
     env = dict(os.environ, PYTHONPATH=str(args.checkout))
     command = [sys.executable, "-m", "jobd"]
     with tempfile.TemporaryDirectory() as scratch:
