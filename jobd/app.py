@@ -31,6 +31,7 @@ from jobd.responses import (
 )
 from jobd.service import JobService
 from jobd.slots import WaitSlots
+from jobd.userapi import user_routes
 
 log = logging.getLogger("jobd")
 
@@ -219,6 +220,7 @@ def create_app(config: Config, service: JobService) -> Bottle:
         return json_response(service.cancel(job_id).wire())
 
     orchestrator_routes(app, config, service, slots)
+    user_routes(app, config, service, slots)
     return app
 
 

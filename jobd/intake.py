@@ -22,7 +22,7 @@ from jobd.errors import IdTaken, JobdError
 from jobd.layout import Layout
 from jobd.local_runner import LocalRunner
 from jobd.metrics import Metrics
-from jobd.models import Job, JobSpec, JobStatus
+from jobd.models import DEFAULT_SERVICE, Job, JobSpec, JobStatus
 from jobd.slurm_runner import SlurmRunner
 from jobd.store import Store
 from jobd.upload import read_upload
@@ -74,13 +74,23 @@ class Intake:
             )
             return self.accept(spec, staging)
 
-    def files(self, parts: list[tuple[str, BinaryIO]]) -> Job:
-        """`POST /submit`: separate files, run locally. They are zipped as the kept input, so
-        a restart can run the job again."""
+    def files(
+        self,
+        parts: list[tuple[str, BinaryIO]],
+        user_id: int | None = None,
+        service: str = DEFAULT_SERVICE,
+    ) -> Job:
+        """`POST /submit` and `POST /upload`: separate files, run locally. They are zipped as
+        the kept input, so a restart can run the job again."""
         with self._staging() as staging:
             write_files(parts, staging / "work", self._limits)
             zip_directory(staging / "work", staging / "input.zip")
-            spec = JobSpec(str(uuid.uuid4()), timeout=self._config.timeout)
+            spec = JobSpec(
+                str(uuid.uuid4()),
+                timeout=self._config.timeout,
+                user_id=user_id,
+                service=service,
+            )
             return self.accept(spec, staging)
 
     def accept(self, spec: JobSpec, staged: Path) -> Job:
@@ -105,6 +115,8 @@ class Intake:
             callback_url=spec.callback_url,
             created_at=now,
             updated_at=now,
+            user_id=spec.user_id,
+            service=spec.service,
         )
         try:
             self._store.insert(job)

@@ -11,6 +11,12 @@ from enum import Enum
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: The largest integer SQLite stores; larger numbers name no job.
 _MAX_INT_ID = 2**63 - 1
+#: A service's name: letters, digits, - and _, up to 64 characters.
+SERVICE_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: Jobs sent without a service (/api/upload, /submit) belong to this one.
+DEFAULT_SERVICE = "default"
+#: The user key of jobs sent without a user (/api/upload, /submit).
+ANONYMOUS = -1
 
 
 class JobStatus(str, Enum):
@@ -63,6 +69,8 @@ class JobSpec:
     timeout: float | None = None
     callback_url: str | None = None
     slurm_options: tuple[str, ...] = ()
+    user_id: int | None = None
+    service: str = DEFAULT_SERVICE
 
 
 @dataclass
@@ -86,6 +94,19 @@ class Job:
     pgid_start: int | None = None
     expired: bool = False
     callback_url: str | None = None
+    user_id: int | None = None  # None: sent without one (/api/upload, /submit)
+    service: str = DEFAULT_SERVICE
+
+    @property
+    def invalid(self) -> bool:
+        """Accepted, but its run.sh could not be started (job-orchestrator's "Invalid"):
+        ended FAILED with no process ever recorded."""
+        return self.status is JobStatus.FAILED and not self.slurml and self.pgid is None
+
+    @property
+    def user_key(self) -> int:
+        """The user whose turn and quota the job counts towards (-1: anonymous)."""
+        return ANONYMOUS if self.user_id is None else self.user_id
 
     def wire(self) -> dict[str, object]:
         """The job object as the Go jobd sends it, plus jobd's additions; never Input or Path."""
@@ -104,6 +125,8 @@ class Job:
             "Timeout": self.timeout,
             "CallbackURL": self.callback_url,
             "IntID": self.seq,  # the ID of job-orchestrator's routes (/retrieve/<n>, /kill/<n>)
+            "UserID": self.user_id,
+            "Service": self.service,
         }
 
 

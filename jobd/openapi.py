@@ -56,6 +56,7 @@ _FULL = {"507": _error("the data dir's disk is full, or at --min-free")}
 #: Operations a new job's ID leads to, for clients and stateful testing.
 _JOB_OPS = {"GetJob": "getJob", "CancelJob": "cancelJob", "JobLogs": "jobLogs"}
 _NUMBER_OPS = {"Retrieve": "retrieve", "RetrievePartial": "retrievePartial", "Kill": "kill"}
+_USER_OPS = {"Download": "download", "DownloadPartial": "downloadPartial", "Terminate": "terminate"}
 
 
 def _example_job() -> str:
@@ -191,6 +192,28 @@ SCHEMAS: dict[str, dict] = {
                     "may_hold": {"type": "integer"},
                 },
             },
+        },
+    },
+    "UserJob": {
+        "type": "object",
+        "required": ["id", "user_id", "service", "status", "loc", "dest_id"],
+        "properties": {
+            "id": {"type": "integer"},
+            "user_id": {"type": ["integer", "null"]},
+            "service": {"type": "string"},
+            "status": {
+                "enum": [
+                    "Queued",
+                    "Running",
+                    "Completed",
+                    "Failed",
+                    "Cancelled",
+                    "Invalid",
+                    "Cleaned",
+                ]
+            },
+            "loc": {"type": "string"},
+            "dest_id": {"type": "string"},
         },
     },
     "Payload": {
@@ -408,6 +431,79 @@ PATHS: dict[str, dict] = {
                 **_AUTH,
                 "404": _error("unknown number"),
                 "410": _error("removed"),
+            },
+        }
+    },
+    "/upload": {
+        "post": {
+            "operationId": "uploadFiles",
+            "summary": "Submit a job as files, for a user and a service (user API)",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["file", "user_id"],
+                            "properties": {
+                                "file": {
+                                    "type": "array",
+                                    "items": {"type": "string", "format": "binary"},
+                                },
+                                "user_id": {"type": "string", "pattern": "^[0-9]+$"},
+                                "service": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "201": _json(_ref("UserJob"), "queued") | {"links": _links("id", _USER_OPS)},
+                "400": _error("bad multipart, user_id or service, unsafe name, no run.sh"),
+                **_AUTH,
+                "413": _error("too large"),
+                **_FULL,
+            },
+        }
+    },
+    "/download/{number}": {
+        "get": {
+            "operationId": "download",
+            "summary": "The job's state as a status code; its result zip once it completed",
+            "parameters": [_id_param("number", integer=True)],
+            "responses": {
+                "200": _ZIP,
+                "202": _json(_ref("UserJob"), "queued or running"),
+                "204": {"description": "removed by retention"},
+                "400": _error("accepted, but run.sh could not be started"),
+                **_AUTH,
+                "404": _error("unknown number"),
+                "410": _error("failed or cancelled: the message, exit code and where the logs are"),
+            },
+        }
+    },
+    "/download_partial/{number}": {
+        "get": {
+            "operationId": "downloadPartial",
+            "summary": "A zip of the job directory as it is now",
+            "parameters": [_id_param("number", integer=True)],
+            "responses": {
+                "200": _ZIP,
+                **_AUTH,
+                "404": _error("unknown number"),
+                "410": _error("removed"),
+            },
+        }
+    },
+    "/terminate/{number}": {
+        "post": {
+            "operationId": "terminate",
+            "summary": "Cancel the job; 200 if it had already ended",
+            "parameters": [_id_param("number", integer=True)],
+            "responses": {
+                "200": _json(_ref("UserJob"), "cancelled, or had ended"),
+                **_AUTH,
+                "404": _error("unknown number"),
             },
         }
     },

@@ -12,6 +12,7 @@ from jobd.archive import path_problem
 from jobd.config import Config
 from jobd.errors import BadRequest, Conflict, Internal, JobdError, NotFound
 from jobd.models import Job, JobStatus, int_id
+from jobd.multipart import read_form
 from jobd.responses import json_response, refuse_large_body, zip_response
 from jobd.service import JobService
 from jobd.slots import WaitSlots
@@ -55,18 +56,8 @@ def orchestrator_routes(app: Bottle, config: Config, service: JobService, slots:
     @app.post("/submit")
     def submit() -> HTTPResponse:
         refuse_large_body(config.max_upload)
-        try:
-            uploads = request.files.allitems()
-        except UnicodeDecodeError:
-            raise BadRequest(
-                "a form field without a file name holds bytes that are not UTF-8;"
-                " send binary data as a file part (curl -F 'name=@file')"
-            ) from None
-        except Exception as exc:  # Bottle's multipart parser has no error class of its own
-            raise BadRequest(f"the body is not valid multipart/form-data: {exc}") from None
-        if not uploads:
-            raise BadRequest("send the job's files as multipart/form-data parts, run.sh among them")
-        parts = [(_part_path(name, upload.raw_filename), upload.file) for name, upload in uploads]
+        form = read_form()
+        parts = [(_part_path(name, part.raw_filename), part.file) for name, part in form.files]
         job = service.submit_files(parts)
         request.environ["jobd.job_id"] = job.id
         return json_response(payload(job, service))

@@ -50,6 +50,16 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_due ON outbox (state, next_at);
 """,
+    """
+ALTER TABLE jobs ADD COLUMN user_id INTEGER;
+ALTER TABLE jobs ADD COLUMN service TEXT NOT NULL DEFAULT 'default';
+CREATE TABLE turns (
+    service  TEXT    NOT NULL,
+    user_key INTEGER NOT NULL,  -- user_id, or -1 for jobs sent without one
+    served   INTEGER NOT NULL,  -- when one of the user's jobs last started: a counter
+    PRIMARY KEY (service, user_key)
+);
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: The job table's columns are the Job dataclass's fields, by name.
@@ -211,7 +221,8 @@ class Store:
         return jobs[0] if jobs else None
 
     def claim(self, job_id: str) -> Job | None:
-        """Move a queued job to RUNNING as a new attempt; None if it is no longer queued."""
+        """Move a queued job to RUNNING as a new attempt, and make it its user's latest turn
+        in its service, in one commit; None if it is no longer queued."""
         now = time.time()
         with self._tx() as db:
             cursor = db.execute(
@@ -220,7 +231,27 @@ class Store:
                 " WHERE id = ? AND status = ?",
                 (JobStatus.RUNNING.value, now, now, job_id, JobStatus.QUEUED.value),
             )
-            return self._reread(db, job_id) if cursor.rowcount else None
+            if not cursor.rowcount:
+                return None
+            job = self._reread(db, job_id)
+            db.execute(
+                "INSERT INTO turns (service, user_key, served)"
+                " VALUES (?, ?, (SELECT COALESCE(MAX(served), 0) + 1 FROM turns))"
+                " ON CONFLICT (service, user_key) DO UPDATE SET served = excluded.served",
+                (job.service, job.user_key),
+            )
+            return job
+
+    def turns(self) -> dict[tuple[str, int], int]:
+        """When each user was last served, by (service, user key): higher is more recent."""
+        rows = self._rows("SELECT service, user_key, served FROM turns")
+        return {(row[0], row[1]): row[2] for row in rows}
+
+    def queued_local(self) -> list[Job]:
+        """Every queued job that runs here, oldest first: read once, at start."""
+        return self._query(
+            "WHERE status = ? AND slurml = 0 ORDER BY seq", (JobStatus.QUEUED.value,)
+        )
 
     def set_process(self, job_id: str, pgid: int, start: int | None) -> None:
         with self._tx() as db:
