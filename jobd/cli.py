@@ -42,6 +42,7 @@ def _add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...]) -
             option.flag,
             dest=option.name,
             metavar=option.metavar or None,
+            action="append" if option.repeat else "store",
             help=option.help_text.replace("%", "%%"),  # argparse formats help with %
         )
 

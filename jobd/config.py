@@ -8,8 +8,11 @@ import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from jobd.errors import ConfigError
+from jobd.services import Declaration, Services, ServiceSettings, from_environ, parse_declarations
+from jobd.services import build as build_services
 
 _SIZE_UNITS = {
     "": 1,
@@ -170,6 +173,7 @@ class Option:
     help: str
     metavar: str = ""
     shown_default: str | None = None  # for --help, where `default` does not say it
+    repeat: bool = False  # a flag given again adds to it; ';' joins them in the variable
 
     @property
     def help_text(self) -> str:
@@ -320,6 +324,34 @@ OPTIONS: tuple[Option, ...] = (
         "DUR",
     ),
     Option(
+        "runs_per_user",
+        ("JOBD_RUNS_PER_USER",),
+        "5",
+        _positive_int,
+        "jobs of one user that run at once in a service, for every service that sets none",
+        "N",
+    ),
+    Option(
+        "max_runs",
+        ("JOBD_MAX_RUNS",),
+        None,
+        _positive_int,
+        "jobs of one service that run at once, for every service that sets none",
+        "N",
+        shown_default="--workers",
+    ),
+    Option(
+        "service",
+        ("JOBD_SERVICES",),
+        None,
+        parse_declarations,
+        "declare a service: NAME:runs_per_user=N,max_runs=N,timeout=DUR,retention=DUR"
+        " (repeat the flag; ';' between services in the variable; also"
+        " SERVICE_<NAME>_RUNS_PER_USER and SERVICE_<NAME>_MAX_RUNS)",
+        "SPEC",
+        repeat=True,
+    ),
+    Option(
         "threads",
         ("JOBD_THREADS",),
         "64",
@@ -353,6 +385,8 @@ def _resolve(
     values: dict[str, object] = {}
     for option in options:
         raw, source = flags.get(option.name), option.flag
+        if option.repeat and isinstance(raw, list):
+            raw = ";".join(raw)
         for env in option.envs:
             if raw is None and environ.get(env):
                 raw, source = environ[env], env
@@ -388,7 +422,11 @@ class Config:
     slurm_args: tuple[str, ...]
     callback_allow: tuple[str, ...]
     callback_retry_for: float
+    runs_per_user: int
+    max_runs: int | None
+    service: tuple[Declaration, ...] | None
     threads: int
+    services: Services  # from runs_per_user, max_runs, service and SERVICE_<NAME>_*
 
     @classmethod
     def resolve(cls, flags: Mapping[str, object], environ: Mapping[str, str]) -> Config:
@@ -396,7 +434,34 @@ class Config:
         values = _resolve(OPTIONS, flags, environ)
         if values["token"] == "":
             values["token"] = None
+        values["services"] = _services(values, environ)
         return cls(**values)  # type: ignore[arg-type]  # one value per field, from OPTIONS
+
+
+_SERVICE_PARSERS: dict[str, Callable[[str], object]] = {
+    "runs_per_user": _positive_int,
+    "max_runs": _positive_int,
+    "timeout": _job_timeout,
+    "retention": parse_duration,
+}
+
+
+def _services(values: Mapping[str, object], environ: Mapping[str, str]) -> Services:
+    """Every service's settings; a bad one is a start-up error naming where it came from."""
+    max_runs = cast("int | None", values["max_runs"]) or cast(int, values["workers"])
+    default = ServiceSettings(cast(int, values["runs_per_user"]), max_runs)
+    from_env = from_environ(environ)
+    for name, settings in from_env:
+        try:
+            build_services(default, ((name, settings),), _SERVICE_PARSERS)
+        except ValueError as exc:
+            variables = ", ".join(f"SERVICE_{name.upper()}_{key.upper()}" for key in settings)
+            raise ConfigError(f"{variables}: {exc}") from None
+    declared = cast("tuple[Declaration, ...] | None", values["service"]) or ()
+    try:
+        return build_services(default, from_env + declared, _SERVICE_PARSERS)
+    except ValueError as exc:
+        raise ConfigError(f"--service: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ class Intake:
             spec = JobSpec(
                 job_id,
                 slurml=upload.slurml,
-                timeout=upload.timeout or self._config.timeout,
+                timeout=upload.timeout or self._default_timeout(DEFAULT_SERVICE),
                 callback_url=callback,
                 slurm_options=upload.slurm_options,
             )
@@ -87,7 +87,7 @@ class Intake:
             zip_directory(staging / "work", staging / "input.zip")
             spec = JobSpec(
                 str(uuid.uuid4()),
-                timeout=self._config.timeout,
+                timeout=self._default_timeout(service),
                 user_id=user_id,
                 service=service,
             )
@@ -132,6 +132,10 @@ class Intake:
             self._store.delete(job.id)
             self._layout.remove_job(job.id)
             raise
+
+    def _default_timeout(self, service: str) -> float | None:
+        """A job that names no time limit gets its service's, else --timeout."""
+        return self._config.services.of(service).timeout or self._config.timeout
 
     @contextlib.contextmanager
     def _staging(self) -> Iterator[Path]:

@@ -44,6 +44,7 @@ class Stop(enum.Enum):
 class _Active:
     """A job a worker has claimed: the run once started, and why jobd is ending it, if it is."""
 
+    job: Job
     run: Run | None = None
     stop: Stop | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -114,6 +115,8 @@ class LocalRunner:
             )
 
     def start(self) -> None:
+        with self._lock:
+            self._policy.load()
         for number in range(self._workers):
             thread = threading.Thread(target=self._work, name=f"worker-{number}", daemon=True)
             thread.start()
@@ -142,8 +145,9 @@ class LocalRunner:
         return sum(thread.is_alive() for thread in self._threads)
 
     def launch(self, job: Job, spec: JobSpec) -> Job:
-        """A new job is queued: a free worker takes it at once."""
+        """A new job is queued: a free worker takes it at once, if the policy lets it."""
         with self._lock:
+            self._policy.add(job)
             self._wake.notify()
         return job
 
@@ -177,13 +181,17 @@ class LocalRunner:
     def _claim(self) -> tuple[Job, _Active] | None:
         with self._lock:
             while not self._stopping:
-                chosen = self._policy.next_job()
-                job = chosen and self._lifecycle.claim(chosen.id)
-                if job is not None:
-                    active = self._active[job.id] = _Active()
-                    return job, active
+                chosen = self._policy.next_job(active.job for active in self._active.values())
                 if chosen is None:
                     self._wake.wait()
+                    continue
+                job = self._lifecycle.claim(chosen)
+                if job is None:
+                    self._policy.drop(chosen)
+                    continue
+                self._policy.started(job)
+                active = self._active[job.id] = _Active(job)
+                return job, active
         return None
 
     def _work(self) -> None:

@@ -20,7 +20,7 @@ from jobd.archive import CHUNK, EMPTY_ZIP, Limits, zip_directory
 from jobd.callbacks import Callbacks
 from jobd.config import Config
 from jobd.disk import Disk
-from jobd.dispatch import Fifo
+from jobd.dispatch import Fair
 from jobd.errors import Conflict, Gone, NotFound
 from jobd.executors.local import LocalExecutor
 from jobd.executors.runsh import STDERR, STDOUT
@@ -72,7 +72,7 @@ class JobService:
             layout,
             executor,
             self.lifecycle,
-            Fifo(store),
+            Fair(store, config.services),
             limits,
         )
         self.slurm = SlurmRunner(store, layout, slurm, self.lifecycle)
