@@ -175,6 +175,10 @@ def create_app(config: Config, service: JobService) -> Bottle:
     def metrics() -> HTTPResponse:
         return HTTPResponse(service.metrics.render(), 200, {"Content-Type": CONTENT_TYPE_LATEST})
 
+    @app.get("/api/services")
+    def services() -> HTTPResponse:
+        return json_response(service.services())
+
     @app.post("/api/upload")
     def upload() -> HTTPResponse:
         refuse_large_body(config.max_upload)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from jobd.models import Job, JobStatus
 
@@ -15,7 +17,10 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 class Metrics:
     def __init__(
-        self, counts: Callable[[], dict[str, int]], disk_free: Callable[[], float]
+        self,
+        counts: Callable[[], dict[str, int]],
+        disk_free: Callable[[], float],
+        by_service: Callable[[], list[tuple[str, int, str, int]]],
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -45,6 +50,7 @@ class Metrics:
             gauge.set_function(functools.partial(_count, counts, status))
         free = Gauge("jobd_disk_free_bytes", "Free bytes on the data dir's disk.", registry=r)
         free.set_function(disk_free)
+        r.register(_ServiceJobs(by_service))
 
     def submitted(self, job: Job, size: int) -> None:
         self._submitted.labels("slurm" if job.slurml else "local").inc()
@@ -64,3 +70,25 @@ class Metrics:
 
 def _count(counts: Callable[[], dict[str, int]], status: JobStatus) -> float:
     return counts()[status.value]
+
+
+class _ServiceJobs(Collector):
+    """jobd_service_jobs{service, status}: queued and running jobs per service, read at each
+    scrape (a labelled gauge cannot be read from a function)."""
+
+    def __init__(self, by_service: Callable[[], list[tuple[str, int, str, int]]]) -> None:
+        self._by_service = by_service
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "jobd_service_jobs",
+            "Queued and running jobs, by service.",
+            labels=["service", "status"],
+        )
+        totals: dict[tuple[str, str], int] = {}
+        for service, _, status, count in self._by_service():
+            totals[service, status] = totals.get((service, status), 0) + count
+        for service in sorted({service for service, _ in totals}):
+            for status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
+                family.add_metric([service, status], totals.get((service, status), 0))
+        yield family

@@ -194,6 +194,31 @@ SCHEMAS: dict[str, dict] = {
             },
         },
     },
+    "Service": {
+        "type": "object",
+        "required": ["name", "runs_per_user", "max_runs", "queued", "running", "users"],
+        "properties": {
+            "name": {"type": "string"},
+            "declared": {"type": "boolean"},
+            "runs_per_user": {"type": "integer"},
+            "max_runs": {"type": "integer"},
+            "timeout": {"type": ["number", "null"]},
+            "retention": {"type": ["number", "null"]},
+            "queued": {"type": "integer"},
+            "running": {"type": "integer"},
+            "users": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "user_id": {"type": ["integer", "null"]},
+                        "queued": {"type": "integer"},
+                        "running": {"type": "integer"},
+                    },
+                },
+            },
+        },
+    },
     "UserJob": {
         "type": "object",
         "required": ["id", "user_id", "service", "status", "loc", "dest_id"],
@@ -321,6 +346,16 @@ PATHS: dict[str, dict] = {
                 "404": _error("unknown ID"),
                 "410": _error("removed"),
                 "503": _error("too many followers now"),
+            },
+        }
+    },
+    "/api/services": {
+        "get": {
+            "operationId": "services",
+            "summary": "Each service's settings and its queued and running jobs, per user",
+            "responses": {
+                "200": _json({"type": "array", "items": _ref("Service")}, "the services"),
+                **_AUTH,
             },
         }
     },

@@ -33,6 +33,7 @@ from jobd.loop import Loop
 from jobd.metrics import Metrics
 from jobd.models import DEFAULT_SERVICE, Job, JobStatus, int_id, valid_job_id
 from jobd.retention import Retention
+from jobd.services import report as services_report
 from jobd.slurm_runner import SlurmRunner
 from jobd.store import Store
 
@@ -59,7 +60,7 @@ class JobService:
         self.store = store
         self.layout = layout
         self.disk = Disk(layout.root, config.min_free)
-        self.metrics = Metrics(store.counts, self.disk.free)
+        self.metrics = Metrics(store.counts, self.disk.free, store.unfinished_by_user)
         self.callbacks = Callbacks(
             store, self.get, config.callback_retry_for, self.metrics.callback
         )
@@ -204,6 +205,9 @@ class JobService:
             if finished:
                 return
             self.lifecycle.wait_for_end(job.id, FOLLOW_POLL)
+
+    def services(self) -> list[dict]:
+        return services_report(self.config.services, self.store.unfinished_by_user())
 
     def health(self) -> dict[str, object]:
         """The daemon's state, and `degraded` (with the reasons) when something is wrong that

@@ -242,6 +242,17 @@ class Store:
             )
             return job
 
+    def unfinished_by_user(self) -> list[tuple[str, int, str, int]]:
+        """(service, user key, status, count) of the queued and running jobs."""
+        statuses = _values(UNFINISHED)
+        rows = self._rows(
+            "SELECT service, COALESCE(user_id, -1), status, COUNT(*) FROM jobs"
+            f" WHERE expired = 0 AND status IN ({_marks(statuses)})"
+            " GROUP BY service, COALESCE(user_id, -1), status",
+            statuses,
+        )
+        return [(row[0], row[1], row[2], row[3]) for row in rows]
+
     def turns(self) -> dict[tuple[str, int], int]:
         """When each user was last served, by (service, user key): higher is more recent."""
         rows = self._rows("SELECT service, user_key, served FROM turns")
