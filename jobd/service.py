@@ -80,7 +80,7 @@ class JobService:
         self.intake = Intake(
             config, store, layout, self.metrics, limits, self.disk, self.local, self.slurm
         )
-        self.retention = Retention(store, layout, config.retention)
+        self.retention = Retention(store, layout, config.retention, config.services)
         self.reconciler = Reconciler(self.local)
 
     # -- start and stop ---------------------------------------------------------------------
@@ -158,8 +158,8 @@ class JobService:
         job = self.find(ref)
         if job.expired:
             raise Gone(
-                f"job {ref!r} finished more than {self.config.retention:g}s ago and its"
-                " files were removed (see --retention)"
+                f"job {ref!r} has finished and its files were removed after the retention"
+                " period (see --retention, and a service's own retention)"
             )
         return job
 

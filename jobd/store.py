@@ -351,14 +351,19 @@ class Store:
                 (state.value, next_at, error, delivery.id),
             )
 
-    def expire_finished_before(self, cutoff: float) -> list[str]:
-        """Turn finished jobs older than `cutoff` into tombstones; their files go next."""
+    def expire_finished_before(
+        self, cutoff: float, services: Collection[str] = (), *, other_services: bool = False
+    ) -> list[str]:
+        """Turn finished jobs older than `cutoff` into tombstones; their files go next. Only
+        those of `services`, or with `other_services`, those of every service but those."""
         statuses = _values(TERMINAL)
+        names = sorted(services)
+        which = f"service {'NOT ' if other_services else ''}IN ({_marks(names)})"
         with self._tx() as db:
             rows = db.execute(
                 "SELECT id FROM jobs WHERE expired = 0 AND finished_at < ?"
-                f" AND status IN ({_marks(statuses)})",
-                (cutoff, *statuses),
+                f" AND status IN ({_marks(statuses)}) AND {which}",
+                (cutoff, *statuses, *names),
             ).fetchall()
             db.executemany("UPDATE jobs SET expired = 1 WHERE id = ?", [(row[0],) for row in rows])
         return [row[0] for row in rows]

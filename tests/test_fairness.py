@@ -112,3 +112,26 @@ def test_services_have_their_own_limits(jobd, shared):
     listed = {s["name"]: s for s in requests.get(f"{daemon.url}/api/services", timeout=10).json()}
     assert listed["solo"]["max_runs"] == 1 and listed["solo"]["declared"], listed
     assert listed["default"]["runs_per_user"] == 4 and listed["default"]["max_runs"] == 4
+
+
+def test_a_services_own_timeout_and_retention(jobd):
+    daemon = jobd.start("--retention", "1h", "--service", "brief:timeout=1s,retention=1s")
+    slow = _upload(daemon, script("sleep 30"), 1, "brief")
+    kept = _upload(daemon, script("true"), 1)
+    wait_until(lambda: _done(daemon, kept), 30, "the default service's job")
+    job = wait_until(
+        lambda: (
+            (j := requests.get(f"{daemon.url}/api/get/{slow}", timeout=10).json())["Status"]
+            == "FAILED"
+            and j
+        ),
+        30,
+        "the brief service's job to time out",
+    )
+    assert job["Message"].startswith("timed out after 1s"), job
+    wait_until(
+        lambda: requests.head(f"{daemon.url}/download/{slow}", timeout=10).status_code == 204,
+        30,
+        "the brief service's retention",
+    )
+    assert _done(daemon, kept), "a default-service job went with the brief service's retention"

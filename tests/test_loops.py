@@ -17,6 +17,7 @@ from jobd.layout import Layout
 from jobd.loop import Loop
 from jobd.models import Job, JobStatus
 from jobd.retention import Retention
+from jobd.services import Services, ServiceSettings
 from jobd.slots import WaitSlots
 from jobd.store import Store
 
@@ -43,7 +44,7 @@ def test_retention_removes_a_job_only_once_its_time_is_up(store):
     store, layout = store
     job = finished_job(store, "old")
     layout.job_dir("old").mkdir()
-    retention = Retention(store, layout, keep_for=3600)
+    retention = Retention(store, layout, 3600, Services(ServiceSettings(5, 1)))
 
     assert retention.tick(job.finished_at + 3599) == retention.interval
     assert layout.job_dir("old").exists()
