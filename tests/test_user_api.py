@@ -1,4 +1,4 @@
-"""The user API (/upload, /download, /terminate) keeps the promises job-orchestrator's guide makes."""
+"""Users of job-orchestrator's guide rely on /upload, /download and /terminate as it says."""
 
 from __future__ import annotations
 
@@ -77,9 +77,10 @@ def zip_files(resp: requests.Response) -> dict[str, bytes]:
 
 def wait_running(daemon, number: int) -> dict[str, Any]:
     return wait_until(
-        lambda: (b := json_of(daemon.api("GET", f"/download/{number}"), 202))["status"]
-        == "Running"
-        and b,
+        lambda: (
+            (b := json_of(daemon.api("GET", f"/download/{number}"), 202))["status"] == "Running"
+            and b
+        ),
         JOB_WAIT,
         f"job {number} to be Running",
     )
@@ -314,6 +315,7 @@ RUN_SH = [("run.sh", HELLO)]
         (RUN_SH, {"user_id": "1", "service": ""}, "service"),
         ([("../x", b"x"), *RUN_SH], {"user_id": "1"}, "../x"),
         ([("/etc/x", b"x"), *RUN_SH], {"user_id": "1"}, "/etc/x"),
+        ([("", b"x"), *RUN_SH], {"user_id": "1"}, "empty"),
         ([("input.txt", b"x")], {"user_id": "1"}, "run.sh"),
     ],
     ids=[
@@ -328,6 +330,7 @@ RUN_SH = [("run.sh", HELLO)]
         "service-empty",
         "file-dotdot",
         "file-absolute",
+        "file-empty-name",
         "no-run.sh",
     ],
 )
