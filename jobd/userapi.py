@@ -45,6 +45,11 @@ def user_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlo
     def upload() -> HTTPResponse:
         refuse_large_body(config.max_upload)
         form = read_form()
+        if "file" in form.fields:  # Bottle reads a part with an empty file name as a field
+            raise BadRequest(
+                "a 'file' part has an empty file name; send files as -F 'file=@path' (a path"
+                " inside the job: ';filename=data/name')"
+            )
         user_id = _user_id(form.fields.get("user_id"))
         name = form.fields.get("service", DEFAULT_SERVICE)
         if not SERVICE_PATTERN.fullmatch(name):
@@ -125,7 +130,7 @@ def _user_id(value: str | None) -> int:
 def _file_path(filename: str | None) -> str:
     """Where an /upload file part goes: its file name, which may be a relative path."""
     name = filename or ""
-    problem = path_problem(name)
+    problem = path_problem(name) or ("names a folder" if name.endswith("/") else None)
     if problem:
         raise BadRequest(f"the file name {name!r} {problem}; paths must stay inside the job")
     return name

@@ -316,6 +316,7 @@ RUN_SH = [("run.sh", HELLO)]
         ([("../x", b"x"), *RUN_SH], {"user_id": "1"}, "../x"),
         ([("/etc/x", b"x"), *RUN_SH], {"user_id": "1"}, "/etc/x"),
         ([("", b"x"), *RUN_SH], {"user_id": "1"}, "empty"),
+        ([("data/", b"x"), *RUN_SH], {"user_id": "1"}, "data/"),
         ([("input.txt", b"x")], {"user_id": "1"}, "run.sh"),
     ],
     ids=[
@@ -331,6 +332,7 @@ RUN_SH = [("run.sh", HELLO)]
         "file-dotdot",
         "file-absolute",
         "file-empty-name",
+        "file-folder-name",
         "no-run.sh",
     ],
 )
