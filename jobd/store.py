@@ -213,13 +213,6 @@ class Store:
         jobs = self._query("WHERE status = ? ORDER BY seq LIMIT 1", (JobStatus.QUEUED.value,))
         return jobs[0] if jobs else None
 
-    def first_queued_local(self) -> Job | None:
-        """The oldest queued job that runs here (FIFO)."""
-        jobs = self._query(
-            "WHERE status = ? AND slurml = 0 ORDER BY seq LIMIT 1", (JobStatus.QUEUED.value,)
-        )
-        return jobs[0] if jobs else None
-
     def claim(self, job_id: str) -> Job | None:
         """Move a queued job to RUNNING as a new attempt, and make it its user's latest turn
         in its service, in one commit; None if it is no longer queued."""
