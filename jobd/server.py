@@ -6,6 +6,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
@@ -107,36 +108,79 @@ def headers_on_marker(app: WSGIApp) -> WSGIApp:
     return wrapped
 
 
+#: Connections accepted at most per turn of waitress's loop (it accepts one by default).
+ACCEPT_BATCH = 64
+#: Bytes the kernel holds for one connection's unread answer (SO_SNDBUF).
+SEND_BUFFER = 128 * 1024
 #: A response whose client has read nothing for this long is ended, freeing its thread.
 STALL_TIMEOUT = 30.0
 #: File descriptors kept for jobs, the store and logs when sizing the connection limit.
 SPARE_FDS = 128
 
 
-def end_stalled_responses(server: Any) -> None:
-    """waitress closes idle connections only between requests: a client that stops reading
-    a response would hold its thread for ever. Close those that have buffered output and
-    have taken nothing for STALL_TIMEOUT; their thread sees the client gone and is free.
-    Runs in waitress's main loop, at each of its clean-ups."""
-    servers = [server] if hasattr(server, "active_channels") else list(server.map.values())
-    for each in servers:
-        if not hasattr(each, "active_channels"):
-            continue
-        cleanup = each.maintenance
+def _listeners(server: Any) -> list[Any]:
+    """waitress's server objects: one, or one per address of a MultiSocketServer."""
+    found = [server] if hasattr(server, "active_channels") else list(server.map.values())
+    return [each for each in found if hasattr(each, "active_channels")]
 
-        def maintenance(now: float, each: Any = each, cleanup: Callable = cleanup) -> None:
-            cleanup(now)
-            for channel in list(each.active_channels.values()):
-                stalled = now - channel.last_activity > STALL_TIMEOUT
-                if channel.requests and channel.total_outbufs_len and stalled:
-                    log.warning(
-                        "%s stopped reading its answer %.0fs ago; closed the connection",
-                        channel.addr[0] if channel.addr else "a client",
-                        now - channel.last_activity,
-                    )
-                    channel.handle_close()
 
-        each.maintenance = maintenance
+def tune(server: Any) -> None:
+    """What waitress has no setting for, so that slow or stalled clients cannot starve the
+    others (each step is one method of waitress's server, wrapped):
+
+    - a response whose client has read nothing for STALL_TIMEOUT is closed: waitress times
+      out only connections with no request running, so its thread would wait for ever;
+    - every waiting connection is accepted in one turn of the loop, not one per turn: each
+      turn polls every open connection, and a burst of hundreds would hold up the next one;
+    - a connection's kernel send buffer is SEND_BUFFER, not autotuned to megabytes: a client
+      that stops reading then holds that much, and no more is encoded for it while /health
+      waits for the GIL.
+    """
+    for each in _listeners(server):
+        _close_stalled(each)
+        _accept_in_batches(each)
+        _bound_send_buffer(each)
+
+
+def _close_stalled(each: Any) -> None:
+    cleanup = each.maintenance
+
+    def maintenance(now: float) -> None:
+        cleanup(now)
+        for channel in list(each.active_channels.values()):
+            stalled = now - channel.last_activity > STALL_TIMEOUT
+            if channel.requests and channel.total_outbufs_len and stalled:
+                log.warning(
+                    "%s stopped reading its answer %.0fs ago; closed the connection",
+                    channel.addr[0] if channel.addr else "a client",
+                    now - channel.last_activity,
+                )
+                channel.handle_close()
+
+    each.maintenance = maintenance
+
+
+def _accept_in_batches(each: Any) -> None:
+    accept_one = each.handle_accept
+
+    def handle_accept() -> None:
+        for _ in range(ACCEPT_BATCH):
+            before = len(each._map)
+            accept_one()
+            if len(each._map) == before or len(each._map) >= each.adj.connection_limit:
+                return  # none was waiting, or no room for more
+
+    each.handle_accept = handle_accept
+
+
+def _bound_send_buffer(each: Any) -> None:
+    set_options = each.set_socket_options
+
+    def set_socket_options(conn: socket.socket) -> None:
+        set_options(conn)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+
+    each.set_socket_options = set_socket_options
 
 
 def connection_limit() -> int:
@@ -215,7 +259,7 @@ def serve(config: Config) -> int:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror)
         store.close()
         return 1
-    end_stalled_responses(server)
+    tune(server)
     signal.signal(signal.SIGTERM, _stopper(service))
     signal.signal(signal.SIGINT, _stopper(service))
     service.start()
