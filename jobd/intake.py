@@ -4,6 +4,7 @@ before anything is kept; `accept` then moves it into place, records it and launc
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -71,6 +72,7 @@ class Intake:
                 timeout=upload.timeout or self._default_timeout(DEFAULT_SERVICE),
                 callback_url=callback,
                 slurm_options=upload.slurm_options,
+                env=upload.env,
             )
             return self.accept(spec, staging)
 
@@ -117,6 +119,7 @@ class Intake:
             updated_at=now,
             user_id=spec.user_id,
             service=spec.service,
+            env=json.dumps(dict(spec.env)),
         )
         try:
             self._store.insert(job)

@@ -251,7 +251,7 @@ class LocalRunner:
             shutil.rmtree(workdir, ignore_errors=True)
             extract(self._layout.input_zip(job.id), workdir, self._limits)
         try:
-            run = self._executor.start(workdir)
+            run = self._executor.start(workdir, job.environment)
         except StartError as exc:
             self._lifecycle.finish(job.id, JobStatus.FAILED, str(exc), expect=_RUNNING)
             return

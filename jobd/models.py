@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -71,6 +72,7 @@ class JobSpec:
     slurm_options: tuple[str, ...] = ()
     user_id: int | None = None
     service: str = DEFAULT_SERVICE
+    env: tuple[tuple[str, str], ...] = ()  # for run.sh, on top of jobd's
 
 
 @dataclass
@@ -96,6 +98,13 @@ class Job:
     callback_url: str | None = None
     user_id: int | None = None  # None: sent without one (/api/upload, /submit)
     service: str = DEFAULT_SERVICE
+    env: str = "{}"  # the upload's `env`, as JSON: never sent back (values may be secrets)
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """What run.sh sees on top of jobd's environment: the upload's `env`, then jobd's
+        own JOBD_JOB_ID and JOBD_ATTEMPT."""
+        return {**json.loads(self.env), "JOBD_JOB_ID": self.id, "JOBD_ATTEMPT": "1"}
 
     @property
     def invalid(self) -> bool:

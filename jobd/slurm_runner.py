@@ -51,7 +51,7 @@ class SlurmRunner(Loop):
         """sbatch the accepted job; raises Unavailable (and submits nothing) if Slurm refuses."""
         jobdir, workdir = self._layout.job_dir(job.id), self._layout.work_dir(job.id)
         try:
-            self.executor.prepare(jobdir, workdir, spec.slurm_options)
+            self.executor.prepare(jobdir, workdir, spec.slurm_options, job.environment)
         except OSError as exc:  # nothing is submitted yet: the upload is refused whole
             if is_full(exc):
                 raise InsufficientStorage(

@@ -60,6 +60,9 @@ CREATE TABLE turns (
     PRIMARY KEY (service, user_key)
 );
 """,
+    """
+ALTER TABLE jobs ADD COLUMN env TEXT NOT NULL DEFAULT '{}';
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: The job table's columns are the Job dataclass's fields, by name.

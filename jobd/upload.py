@@ -22,6 +22,7 @@ class Upload:
     timeout: float | None
     slurm_options: tuple[str, ...]
     callback_url: object  # as sent: intake checks it against --callback-allow
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def read_upload(stream: BinaryIO, limit: int, sink: Callable[[bytes], None]) -> Upload:
@@ -53,8 +54,48 @@ def _validate(fields: dict[str, object]) -> Upload:
     if options and not slurml:
         raise BadRequest("'slurm_options' apply only to Slurm jobs: add \"slurml\": true")
     return Upload(
-        job_id, slurml, _timeout(fields.get("timeout")), options, fields.get("callback_url")
+        job_id,
+        slurml,
+        _timeout(fields.get("timeout")),
+        options,
+        fields.get("callback_url"),
+        parse_env(fields.get("env")),
     )
+
+
+#: A variable's name for run.sh, as POSIX shells take it.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Most variables, and longest value, an upload's `env` may hold.
+MAX_ENV_VARS, MAX_ENV_VALUE = 64, 4096
+
+
+def parse_env(value: object) -> tuple[tuple[str, str], ...]:
+    """`{"NAME": "value"}` for run.sh; names starting JOBD_ are jobd's own."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise BadRequest(f"'env' must be an object of names and strings, not {value!r}")
+    if len(value) > MAX_ENV_VARS:
+        raise BadRequest(f"'env' holds {len(value)} variables; at most {MAX_ENV_VARS} are taken")
+    found = []
+    for name, text in value.items():
+        if not ENV_NAME.fullmatch(name) or len(name) > 128:
+            raise BadRequest(
+                f"'env' name {name!r} is not a variable name (letters, digits and '_',"
+                " not starting with a digit, up to 128)"
+            )
+        if name.startswith("JOBD_"):
+            raise BadRequest(
+                f"'env' name {name!r} starts with JOBD_: those are jobd's own"
+                " (it sets JOBD_JOB_ID and JOBD_ATTEMPT itself)"
+            )
+        if not isinstance(text, str) or "\0" in text or len(text) > MAX_ENV_VALUE:
+            raise BadRequest(
+                f"'env' value of {name} must be a string of at most {MAX_ENV_VALUE} characters,"
+                " without NUL"
+            )
+        found.append((name, text))
+    return tuple(found)
 
 
 def _timeout(value: object) -> float | None:

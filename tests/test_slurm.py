@@ -234,3 +234,15 @@ def test_a_submission_cut_short_by_a_crash_is_adopted_not_repeated(
     assert done["Status"] == "SUCCESS", done
     assert output_files(done)["out.txt"] == b"ran\n"
     assert squeue_names(slurm_conf, job_id) == [str(done["SlurmID"])]
+
+
+def test_a_slurm_job_gets_its_env(slurm_jobd) -> None:
+    daemon = slurm_jobd()
+    job_id = unique_id("slurm-env")
+    body = 'echo "$GREETING|$JOBD_JOB_ID|$JOBD_ATTEMPT" > env.txt'
+    daemon.submit(
+        {"run.sh": script(body)}, job_id=job_id, slurml=True, env={"GREETING": "it's 'quoted' $x"}
+    )
+    done = daemon.wait_done(job_id)
+    assert done["Status"] == "SUCCESS", done
+    assert output_files(done)["env.txt"] == f"it's 'quoted' $x|{job_id}|1\n".encode()

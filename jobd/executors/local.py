@@ -43,13 +43,14 @@ class LocalExecutor:
         self._env = runsh.child_environment(environ)
         self._grace = kill_grace
 
-    def start(self, workdir: Path) -> Run:
+    def start(self, workdir: Path, job_env: Mapping[str, str]) -> Run:
+        """Start run.sh in `workdir`, with `job_env` on top of jobd's environment."""
         script = workdir / "run.sh"
         with open(script, "rb") as head:
             first_line = head.readline(256)
         argv = runsh.command(first_line)
         mark = procs.mark_for(workdir)
-        env = {**self._env, procs.MARK: mark}
+        env = {**self._env, **job_env, procs.MARK: mark}
         delay = BUSY_FIRST_DELAY
         with (
             open(workdir / runsh.STDOUT, "wb") as out,

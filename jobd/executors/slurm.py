@@ -88,9 +88,12 @@ class SlurmExecutor:
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise SlurmError(f"{argv[0]} failed: {exc}") from None
 
-    def prepare(self, jobdir: Path, workdir: Path, options: Iterable[str]) -> None:
+    def prepare(
+        self, jobdir: Path, workdir: Path, options: Iterable[str], env: Mapping[str, str]
+    ) -> None:
         """Write the wrapper: the daemon's defaults, then run.sh's own #SBATCH lines, then the
-        upload's options; a later directive wins. Kept, so a submission can be redone."""
+        upload's options (a later directive wins); then the job's variables. Kept, so a
+        submission can be redone."""
         run_sh = (workdir / "run.sh").read_bytes()
         exit_file = shlex.quote(str(jobdir / EXIT_FILE))
         start = " ".join(runsh.command(run_sh))
@@ -98,6 +101,7 @@ class SlurmExecutor:
         lines += [f"#SBATCH {option}" for option in self._defaults]
         lines += _sbatch_lines(run_sh)
         lines += [f"#SBATCH {option}" for option in options]
+        lines += [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
         lines += [
             f"cd {shlex.quote(str(workdir))} || exit 1",
             start,
