@@ -56,6 +56,12 @@ def _add_client_commands(commands: argparse._SubParsersAction) -> None:
     submit.add_argument("path", type=Path, help="a folder with run.sh at its top, or a zip")
     submit.add_argument("--id", help="the job's ID (default: one is generated)")
     submit.add_argument("--timeout", help="the job's time limit, e.g. 30m")
+    submit.add_argument(
+        "--retry",
+        type=int,
+        metavar="N",
+        help="attempts in all: a failed one runs again after 1 s, 2 s, 4 s... (up to 1 min)",
+    )
     submit.add_argument("--wait", action="store_true", help="wait until the job is finished")
     submit.add_argument("--out", type=Path, help="with --wait: write the result zip here")
     get = commands.add_parser("get", parents=[common], help="print a job; save its result zip")
@@ -78,7 +84,7 @@ def _run_client(args: argparse.Namespace) -> int:
         print(json.dumps(answer, indent=2))
         return 0
     if args.command == "submit":
-        job = client.submit(args.path, args.id, args.timeout)
+        job = client.submit(args.path, args.id, args.timeout, args.retry)
         if args.wait:
             job = _fetch(client, str(job["ID"]), None, args.out)
     else:

@@ -76,12 +76,17 @@ class JobdClient:
         return self._json("POST", f"/api/cancel/{quote(job_id, safe='')}", 200)
 
     def submit(
-        self, source: Path, job_id: str | None = None, timeout: str | None = None
+        self,
+        source: Path,
+        job_id: str | None = None,
+        timeout: str | None = None,
+        retry: int | None = None,
     ) -> dict[str, object]:
         """Upload a folder (zipped on the way, to a temporary file) or a zip file."""
         with tempfile.TemporaryDirectory() as scratch:
             archive = source if source.is_file() else _zip_folder(source, Path(scratch) / "j.zip")
-            fields = {key: value for key, value in (("id", job_id), ("timeout", timeout)) if value}
+            given = (("id", job_id), ("timeout", timeout), ("retry", retry))
+            fields = {key: value for key, value in given if value is not None}
             head = (json.dumps(fields)[:-1] + (", " if fields else "") + '"input": "').encode()
             size = archive.stat().st_size
             with open(archive, "rb") as data:

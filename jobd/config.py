@@ -345,7 +345,7 @@ OPTIONS: tuple[Option, ...] = (
         ("JOBD_SERVICES",),
         None,
         parse_declarations,
-        "declare a service: NAME:runs_per_user=N,max_runs=N,timeout=DUR,retention=DUR"
+        "declare a service: NAME:runs_per_user=N,max_runs=N,timeout=DUR,retention=DUR,retry=N"
         " (repeat the flag; ';' between services in the variable; also"
         " SERVICE_<NAME>_RUNS_PER_USER and SERVICE_<NAME>_MAX_RUNS)",
         "SPEC",
@@ -443,6 +443,7 @@ _SERVICE_PARSERS: dict[str, Callable[[str], object]] = {
     "max_runs": _positive_int,
     "timeout": _job_timeout,
     "retention": parse_duration,
+    "retry": _positive_int,
 }
 
 

@@ -8,12 +8,16 @@ anonymous user of the default service, held by the service's max_runs only. `--w
 stays the ceiling for all. Choosing costs O(users with queued jobs), never a scan of the
 queued jobs; the order (job seq) and the turns (stored when a job starts) survive a restart.
 
-A policy only chooses; the runner claims the job, so a choice that lost a race is harmless:
-the runner drops it and asks again.
+A retry waits out its backoff outside the queues, ordered by when it is due, and then joins
+its user's queue by age. A policy only chooses; the runner claims the job, so a choice that
+lost a race is harmless: the runner drops it and asks again.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
+import time
 from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Protocol
@@ -42,6 +46,9 @@ class Policy(Protocol):
     def drop(self, job_id: str) -> None:
         """The chosen job could not be claimed (cancelled meanwhile): forget it."""
 
+    def next_due(self) -> float | None:
+        """When the next job waiting for its time becomes due, if any waits."""
+
 
 class Fair:
     def __init__(self, store: Store, services: Services) -> None:
@@ -50,18 +57,38 @@ class Fair:
         self._queues: dict[Key, deque[tuple[int, str]]] = {}
         self._served: dict[Key, int] = {}
         self._turn = 0  # the latest turn given
+        self._later: list[tuple[float, int, str, Key]] = []  # a heap: (due, seq, id, key)
 
     def load(self) -> None:
         self._queues.clear()
+        self._later.clear()
         self._served = self._store.turns()
         self._turn = max(self._served.values(), default=0)
         for job in self._store.queued_local():
             self.add(job)
 
     def add(self, job: Job) -> None:
-        self._queues.setdefault((job.service, job.user_key), deque()).append((job.seq, job.id))
+        key = (job.service, job.user_key)
+        if job.due_at is not None and job.due_at > time.time():
+            heapq.heappush(self._later, (job.due_at, job.seq, job.id, key))
+        else:
+            self._enqueue(key, job.seq, job.id)
+
+    def next_due(self) -> float | None:
+        return self._later[0][0] if self._later else None
+
+    def _enqueue(self, key: Key, seq: int, job_id: str) -> None:
+        queue = self._queues.setdefault(key, deque())
+        if not queue or queue[-1][0] < seq:
+            queue.append((seq, job_id))
+        else:  # a retry that came due: it goes in by its age, ahead of younger jobs
+            bisect.insort(queue, (seq, job_id))
 
     def next_job(self, running: Iterable[Job]) -> str | None:
+        now = time.time()
+        while self._later and self._later[0][0] <= now:
+            _, seq, job_id, key = heapq.heappop(self._later)
+            self._enqueue(key, seq, job_id)
         by_service: Counter[str] = Counter()
         by_user: Counter[Key] = Counter()
         for job in running:

@@ -23,7 +23,7 @@ from jobd.errors import IdTaken, JobdError
 from jobd.layout import Layout
 from jobd.local_runner import LocalRunner
 from jobd.metrics import Metrics
-from jobd.models import DEFAULT_SERVICE, Job, JobSpec, JobStatus
+from jobd.models import DEFAULT_SERVICE, NO_RETRY, Job, JobSpec, JobStatus, RetryPolicy
 from jobd.slurm_runner import SlurmRunner
 from jobd.store import Store
 from jobd.upload import read_upload
@@ -73,6 +73,7 @@ class Intake:
                 callback_url=callback,
                 slurm_options=upload.slurm_options,
                 env=upload.env,
+                retry=upload.retry or self._default_retry(DEFAULT_SERVICE),
             )
             return self.accept(spec, staging)
 
@@ -81,6 +82,7 @@ class Intake:
         parts: list[tuple[str, BinaryIO]],
         user_id: int | None = None,
         service: str = DEFAULT_SERVICE,
+        retry: RetryPolicy | None = None,
     ) -> Job:
         """`POST /submit` and `POST /upload`: separate files, run locally. They are zipped as
         the kept input, so a restart can run the job again."""
@@ -92,6 +94,7 @@ class Intake:
                 timeout=self._default_timeout(service),
                 user_id=user_id,
                 service=service,
+                retry=retry or self._default_retry(service),
             )
             return self.accept(spec, staging)
 
@@ -120,6 +123,10 @@ class Intake:
             user_id=spec.user_id,
             service=spec.service,
             env=json.dumps(dict(spec.env)),
+            max_attempts=spec.retry.max_attempts,
+            retry_initial=spec.retry.initial_interval,
+            retry_max=spec.retry.max_interval,
+            retry_multiplier=spec.retry.multiplier,
         )
         try:
             self._store.insert(job)
@@ -135,6 +142,11 @@ class Intake:
             self._store.delete(job.id)
             self._layout.remove_job(job.id)
             raise
+
+    def _default_retry(self, service: str) -> RetryPolicy:
+        """A job that asks for no retries gets its service's (--service NAME:retry=N)."""
+        attempts = self._config.services.of(service).retry
+        return RetryPolicy(max_attempts=attempts) if attempts else NO_RETRY
 
     def _default_timeout(self, service: str) -> float | None:
         """A job that names no time limit gets its service's, else --timeout."""

@@ -91,6 +91,10 @@ class Layout:
     def work_dir(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "work"
 
+    def attempts_dir(self, job_id: str) -> Path:
+        """Earlier attempts' output, kept beside the folder each attempt starts afresh."""
+        return self.job_dir(job_id) / "attempts"
+
     def input_zip(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "input.zip"
 

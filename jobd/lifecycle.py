@@ -15,6 +15,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import zipfile
 from collections.abc import Callable, Collection
 
@@ -24,7 +25,7 @@ from jobd.executors.runsh import STDERR, STDOUT
 from jobd.layout import Layout
 from jobd.logs import Once
 from jobd.metrics import Metrics
-from jobd.models import Job, JobStatus
+from jobd.models import Job, JobStatus, rfc3339
 from jobd.store import Store
 
 log = logging.getLogger("jobd")
@@ -145,6 +146,30 @@ class Lifecycle:
         except OSError:
             result.unlink(missing_ok=True)
 
+    def retry(self, job: Job, how: str) -> Job | None:
+        """A FAILED attempt with attempts left: its output kept as attempt-N.stdout and
+        .stderr (the next attempts find them in their folder, so they reach the result), and
+        the next attempt queued, due after the backoff; None if another change won."""
+        due = time.time() + job.retry.delay(job.attempt)
+        self._keep_attempt_output(job)
+        message = (
+            f"attempt {job.attempt} of {job.max_attempts}: {how};"
+            f" attempt {job.attempt + 1} at {rfc3339(due)}"
+        )
+        return self._stored(
+            job.id, JobStatus.QUEUED, message, lambda: self._store.retry(job.id, due, message)
+        )
+
+    def _keep_attempt_output(self, job: Job) -> None:
+        workdir, kept = self._layout.work_dir(job.id), self._layout.attempts_dir(job.id)
+        try:
+            kept.mkdir(exist_ok=True)
+            for name, suffix in ((STDOUT, "stdout"), (STDERR, "stderr")):
+                if (workdir / name).is_file():
+                    os.replace(workdir / name, kept / f"attempt-{job.attempt}.{suffix}")
+        except OSError as exc:  # the retry matters more than its predecessor's logs
+            log.warning("job %s: attempt %d's output not kept: %s", job.id, job.attempt, exc)
+
     def _change(
         self,
         job_id: str,
@@ -153,11 +178,22 @@ class Lifecycle:
         expect: Collection[JobStatus],
         exit_code: int | None,
     ) -> Job | None:
+        return self._stored(
+            job_id,
+            to,
+            message,
+            lambda: self._store.transition(job_id, to, expect, message, exit_code),
+        )
+
+    def _stored(
+        self, job_id: str, to: JobStatus, message: str, apply: Callable[[], Job | None]
+    ) -> Job | None:
+        """Apply a state change to the store, trying again until it is stored."""
         delay = RETRY_FIRST
         while True:
             try:
                 with self._lock:
-                    job = self._store.transition(job_id, to, expect, message, exit_code)
+                    job = apply()
                     if job is not None and to.terminal:
                         ended = self._ended.pop(job_id, None)
                         if ended is not None:

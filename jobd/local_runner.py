@@ -7,6 +7,7 @@ import enum
 import logging
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 
 from jobd import procs
@@ -183,7 +184,8 @@ class LocalRunner:
             while not self._stopping:
                 chosen = self._policy.next_job(active.job for active in self._active.values())
                 if chosen is None:
-                    self._wake.wait()
+                    due = self._policy.next_due()  # a retry's backoff ends then
+                    self._wake.wait(None if due is None else max(0.0, due - time.time()))
                     continue
                 job = self._lifecycle.claim(chosen)
                 if job is None:
@@ -247,9 +249,12 @@ class LocalRunner:
 
     def _run(self, job: Job, active: _Active) -> None:
         workdir = self._layout.work_dir(job.id)
-        if job.attempts > 1:  # a re-run after a restart starts from the original input again
+        if job.attempts > 1 or job.attempt > 1:  # a re-run, a retry: from the input again
             shutil.rmtree(workdir, ignore_errors=True)
             extract(self._layout.input_zip(job.id), workdir, self._limits)
+            kept = self._layout.attempts_dir(job.id)
+            for earlier in sorted(kept.iterdir()) if kept.is_dir() else ():
+                shutil.copyfile(earlier, workdir / earlier.name)
         try:
             run = self._executor.start(workdir, job.environment)
         except StartError as exc:
@@ -280,6 +285,14 @@ class LocalRunner:
             status, message = JobStatus.FAILED, f"timed out after {job.timeout:g}s; {how}"
         else:
             status, message = (JobStatus.SUCCESS if code == 0 else JobStatus.FAILED), how
+        if status is JobStatus.FAILED and job.attempt < job.max_attempts:
+            again = self._lifecycle.retry(job, message)
+            if again is not None:
+                with self._lock:
+                    self._policy.add(again)
+                return
+        if job.max_attempts > 1:
+            message = f"attempt {job.attempt} of {job.max_attempts}: {message}"
         exit_code = code if stop is None and code >= 0 else None  # null once killed
         self._lifecycle.finish(job.id, status, message, expect=_RUNNING, exit_code=exit_code)
 

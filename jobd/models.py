@@ -62,6 +62,24 @@ def rfc3339(ts: float | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """How a FAILED attempt runs again: Chronos's retry policy, and its defaults."""
+
+    max_attempts: int = 3
+    initial_interval: float = 1.0
+    max_interval: float = 60.0
+    multiplier: float = 2.0
+
+    def delay(self, failed_attempt: int) -> float:
+        """Seconds to wait after attempt `failed_attempt` (1-based) failed."""
+        exponent = min(failed_attempt - 1, 64)  # past that, max_interval has long won
+        return min(self.initial_interval * self.multiplier**exponent, self.max_interval)
+
+
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """What a new job asks for, whichever wire shape it came in; every intake builds one."""
 
@@ -73,6 +91,7 @@ class JobSpec:
     user_id: int | None = None
     service: str = DEFAULT_SERVICE
     env: tuple[tuple[str, str], ...] = ()  # for run.sh, on top of jobd's
+    retry: RetryPolicy = NO_RETRY
 
 
 @dataclass
@@ -99,12 +118,24 @@ class Job:
     user_id: int | None = None  # None: sent without one (/api/upload, /submit)
     service: str = DEFAULT_SERVICE
     env: str = "{}"  # the upload's `env`, as JSON: never sent back (values may be secrets)
+    attempt: int = 1  # 1-based; a restart repeats an attempt (see `attempts`: runs of it)
+    max_attempts: int = 1
+    retry_initial: float = 1.0
+    retry_max: float = 60.0
+    retry_multiplier: float = 2.0
+    due_at: float | None = None  # a queued retry starts no earlier
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(
+            self.max_attempts, self.retry_initial, self.retry_max, self.retry_multiplier
+        )
 
     @property
     def environment(self) -> dict[str, str]:
         """What run.sh sees on top of jobd's environment: the upload's `env`, then jobd's
-        own JOBD_JOB_ID and JOBD_ATTEMPT."""
-        return {**json.loads(self.env), "JOBD_JOB_ID": self.id, "JOBD_ATTEMPT": "1"}
+        own JOBD_JOB_ID and JOBD_ATTEMPT (1-based)."""
+        return {**json.loads(self.env), "JOBD_JOB_ID": self.id, "JOBD_ATTEMPT": str(self.attempt)}
 
     @property
     def invalid(self) -> bool:
@@ -136,6 +167,8 @@ class Job:
             "IntID": self.seq,  # the ID of job-orchestrator's routes (/retrieve/<n>, /kill/<n>)
             "UserID": self.user_id,
             "Service": self.service,
+            "Attempt": self.attempt,
+            "MaxAttempts": self.max_attempts,
         }
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from bottle import FileUpload, request
 
 from jobd.errors import BadRequest
+from jobd.models import RetryPolicy
+from jobd.upload import parse_retry
 
 
 @dataclass
@@ -30,3 +32,13 @@ def read_form() -> Form:
     if not files:
         raise BadRequest("send the job's files as multipart/form-data parts, run.sh among them")
     return Form(files, fields)
+
+
+def form_retry(fields: dict[str, str]) -> RetryPolicy | None:
+    """`-F retry=3`: attempts in all, with Chronos's default intervals."""
+    text = fields.get("retry")
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise BadRequest(f"'retry' must be a whole number of attempts, not {text!r}")
+    return parse_retry(int(text))

@@ -112,6 +112,10 @@ SCHEMAS: dict[str, dict] = {
             "Timeout": {"type": ["number", "null"]},
             "CallbackURL": {"type": ["string", "null"]},
             "IntID": {"type": "integer", "description": "the ID of job-orchestrator's routes"},
+            "UserID": {"type": ["integer", "null"], "description": "its user (/upload)"},
+            "Service": {"type": "string"},
+            "Attempt": {"type": "integer", "description": "1-based; retries add one"},
+            "MaxAttempts": {"type": "integer"},
         },
     },
     "Upload": {
@@ -130,6 +134,32 @@ SCHEMAS: dict[str, dict] = {
             "slurm": {"type": "boolean", "description": "the same as slurml"},
             "timeout": {"type": ["number", "string"], "description": "seconds, or like 30m"},
             "callback_url": {"type": "string", "format": "uri"},
+            "env": {
+                "type": "object",
+                "maxProperties": 64,
+                "propertyNames": {
+                    "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+                    "not": {"pattern": "^JOBD_"},
+                },
+                "additionalProperties": {"type": "string", "maxLength": 4096},
+                "description": "variables for run.sh; JOBD_* are jobd's own",
+            },
+            "retry": {
+                "oneOf": [
+                    {"type": "integer", "minimum": 1, "maximum": 100},
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+                            "initial_interval": {"type": ["number", "string"]},
+                            "max_interval": {"type": ["number", "string"]},
+                            "multiplier": {"type": "number", "minimum": 1, "maximum": 100},
+                        },
+                    },
+                ],
+                "description": "attempts in all, or Chronos's retry policy",
+            },
             "slurm_options": {
                 "type": "object",
                 "additionalProperties": False,

@@ -12,7 +12,7 @@ from jobd.archive import path_problem
 from jobd.config import Config
 from jobd.errors import BadRequest, Conflict, Internal, JobdError, NotFound
 from jobd.models import Job, JobStatus, int_id
-from jobd.multipart import read_form
+from jobd.multipart import form_retry, read_form
 from jobd.responses import json_response, refuse_large_body, zip_response
 from jobd.service import JobService
 from jobd.slots import WaitSlots
@@ -58,7 +58,7 @@ def orchestrator_routes(app: Bottle, config: Config, service: JobService, slots:
         refuse_large_body(config.max_upload)
         form = read_form()
         parts = [(_part_path(name, part.raw_filename), part.file) for name, part in form.files]
-        job = service.submit_files(parts)
+        job = service.submit_files(parts, retry=form_retry(form.fields))
         request.environ["jobd.job_id"] = job.id
         return json_response(payload(job, service))
 

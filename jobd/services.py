@@ -25,6 +25,7 @@ class ServiceSettings:
     max_runs: int
     timeout: float | None = None  # for its jobs that name none; None: --timeout
     retention: float | None = None  # None: --retention
+    retry: int | None = None  # attempts for its jobs that ask for none
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def build(
     return Services(default, declared)
 
 
-_SETTINGS = ("runs_per_user", "max_runs", "timeout", "retention")
+_SETTINGS = ("runs_per_user", "max_runs", "timeout", "retention", "retry")
 
 
 def report(services: Services, unfinished: list[tuple[str, int, str, int]]) -> list[dict]:

@@ -63,6 +63,14 @@ CREATE TABLE turns (
     """
 ALTER TABLE jobs ADD COLUMN env TEXT NOT NULL DEFAULT '{}';
 """,
+    """
+ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE jobs ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE jobs ADD COLUMN retry_initial REAL NOT NULL DEFAULT 1;
+ALTER TABLE jobs ADD COLUMN retry_max REAL NOT NULL DEFAULT 60;
+ALTER TABLE jobs ADD COLUMN retry_multiplier REAL NOT NULL DEFAULT 2;
+ALTER TABLE jobs ADD COLUMN due_at REAL;
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: The job table's columns are the Job dataclass's fields, by name.
@@ -259,6 +267,19 @@ class Store:
         return self._query(
             "WHERE status = ? AND slurml = 0 ORDER BY seq", (JobStatus.QUEUED.value,)
         )
+
+    def retry(self, job_id: str, due_at: float, message: str) -> Job | None:
+        """A RUNNING job's attempt failed: queue the next attempt, due at `due_at`; None if
+        another change won."""
+        now = time.time()
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET status = ?, attempt = attempt + 1, attempts = 0, due_at = ?,"
+                " message = ?, exit_code = NULL, started_at = NULL, pgid = NULL,"
+                " pgid_start = NULL, updated_at = ? WHERE id = ? AND status = ?",
+                (JobStatus.QUEUED.value, due_at, message, now, job_id, JobStatus.RUNNING.value),
+            )
+            return self._reread(db, job_id) if cursor.rowcount else None
 
     def set_process(self, job_id: str, pgid: int, start: int | None) -> None:
         with self._tx() as db:

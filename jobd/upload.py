@@ -10,7 +10,7 @@ from typing import BinaryIO
 from jobd.config import MAX_TIMEOUT, parse_duration
 from jobd.errors import BadRequest
 from jobd.jsonstream import scan_object
-from jobd.models import JOB_ID_PATTERN, valid_job_id
+from jobd.models import JOB_ID_PATTERN, RetryPolicy, valid_job_id
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class Upload:
     slurm_options: tuple[str, ...]
     callback_url: object  # as sent: intake checks it against --callback-allow
     env: tuple[tuple[str, str], ...] = ()
+    retry: RetryPolicy | None = None  # None: the service's, else none
 
 
 def read_upload(stream: BinaryIO, limit: int, sink: Callable[[bytes], None]) -> Upload:
@@ -60,7 +61,70 @@ def _validate(fields: dict[str, object]) -> Upload:
         options,
         fields.get("callback_url"),
         parse_env(fields.get("env")),
+        parse_retry(fields.get("retry")),
     )
+
+
+#: The most attempts a job may ask for.
+MAX_ATTEMPTS = 100
+
+
+def parse_retry(value: object) -> RetryPolicy | None:
+    """`"retry": 3` (attempts, Chronos's intervals) or `{"max_attempts": 3,
+    "initial_interval": "10s", "max_interval": "5m", "multiplier": 2.0}`."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = {"max_attempts": value}
+    if not isinstance(value, dict):
+        raise BadRequest(
+            f"'retry' must be a number of attempts or an object with max_attempts,"
+            f" initial_interval, max_interval and multiplier, not {value!r}"
+        )
+    unknown = set(value) - {"max_attempts", "initial_interval", "max_interval", "multiplier"}
+    if unknown:
+        raise BadRequest(f"'retry' has no field {sorted(unknown)[0]!r}")
+    default = RetryPolicy()
+    attempts = value.get("max_attempts", default.max_attempts)
+    if (
+        isinstance(attempts, bool)
+        or not isinstance(attempts, int)
+        or not 1 <= attempts <= MAX_ATTEMPTS
+    ):
+        raise BadRequest(
+            f"'retry.max_attempts' must be a whole number from 1 to {MAX_ATTEMPTS},"
+            f" not {attempts!r}"
+        )
+    multiplier = value.get("multiplier", default.multiplier)
+    if (
+        isinstance(multiplier, bool)
+        or not isinstance(multiplier, (int, float))
+        or not 1 <= multiplier <= 100
+    ):
+        raise BadRequest(f"'retry.multiplier' must be a number from 1 to 100, not {multiplier!r}")
+    initial = _interval(value.get("initial_interval", default.initial_interval), "initial_interval")
+    longest = _interval(value.get("max_interval", default.max_interval), "max_interval")
+    if longest < initial:
+        raise BadRequest("'retry.max_interval' is shorter than 'retry.initial_interval'")
+    return RetryPolicy(attempts, initial, longest, float(multiplier))
+
+
+def _interval(value: object, name: str) -> float:
+    if isinstance(value, str):
+        try:
+            value = parse_duration(value)
+        except ValueError as exc:
+            raise BadRequest(f"'retry.{name}' {exc}") from None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 <= value <= MAX_TIMEOUT
+    ):
+        raise BadRequest(
+            f"'retry.{name}' must be a duration (e.g. 10s, 5m) or seconds up to a year,"
+            f" not {value!r}"
+        )
+    return float(value)
 
 
 #: A variable's name for run.sh, as POSIX shells take it.

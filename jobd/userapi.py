@@ -10,7 +10,7 @@ from jobd.archive import path_problem
 from jobd.config import Config
 from jobd.errors import BadRequest, Conflict, NotFound
 from jobd.models import DEFAULT_SERVICE, SERVICE_PATTERN, Job, JobStatus, int_id
-from jobd.multipart import read_form
+from jobd.multipart import form_retry, read_form
 from jobd.responses import json_response, refuse_large_body, zip_response
 from jobd.service import JobService
 from jobd.slots import WaitSlots
@@ -57,7 +57,7 @@ def user_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlo
                 f"'service' must be letters, digits, '-' and '_', 1 to 64 of them, not {name!r}"
             )
         parts = [(_file_path(part.raw_filename), part.file) for _, part in form.files]
-        job = service.submit_files(parts, user_id, name)
+        job = service.submit_files(parts, user_id, name, form_retry(form.fields))
         request.environ["jobd.job_id"] = job.id
         return json_response(status_body(job), 201)
 
