@@ -7,9 +7,11 @@ apart) until a 2xx answer, for at least `retry_for` seconds.
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import json
 import logging
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -44,6 +46,51 @@ def check_callback_url(url: object, allow: tuple[str, ...]) -> str:
     return url
 
 
+#: A header's name, as HTTP allows it (RFC 9110 token).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
+_AUTH_FIELDS = {
+    "bearer": ("token",),
+    "basic": ("username", "password"),
+    "api_key": ("header", "key"),
+}
+
+
+def check_callback_auth(auth: object) -> str:
+    """Chronos's webhook auth, checked: `{"type": "bearer", "token": ...}`, `basic`
+    (username, password) or `api_key` (header, key); returned as JSON for the store."""
+    kinds = ", ".join(_AUTH_FIELDS)
+    if not isinstance(auth, dict) or auth.get("type") not in _AUTH_FIELDS:
+        raise BadRequest(f"'callback.auth' must be an object whose 'type' is one of {kinds}")
+    fields = _AUTH_FIELDS[auth["type"]]
+    unknown = set(auth) - {"type", *fields}
+    if unknown:
+        raise BadRequest(f"'callback.auth' of type {auth['type']} has no field {min(unknown)!r}")
+    for name in fields:
+        value = auth.get(name)
+        if not isinstance(value, str) or not value or len(value) > 4096:
+            raise BadRequest(f"'callback.auth.{name}' must be a string of 1 to 4096 characters")
+        if any(ord(char) < 32 or ord(char) == 127 for char in value):
+            raise BadRequest(f"'callback.auth.{name}' holds a control character")
+    if auth["type"] == "basic" and ":" in auth["username"]:
+        raise BadRequest("'callback.auth.username' may not hold ':'")
+    if auth["type"] == "api_key" and not _HEADER_NAME.fullmatch(auth["header"]):
+        raise BadRequest(f"'callback.auth.header' {auth['header']!r} is not a header name")
+    return json.dumps({key: auth[key] for key in ("type", *fields)})
+
+
+def auth_headers(stored: str | None) -> dict[str, str]:
+    """The headers that prove a callback is the job's, from what the store keeps."""
+    if not stored:
+        return {}
+    auth = json.loads(stored)
+    if auth["type"] == "bearer":
+        return {"Authorization": f"Bearer {auth['token']}"}
+    if auth["type"] == "basic":
+        pair = f"{auth['username']}:{auth['password']}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+    return {auth["header"]: auth["key"]}
+
+
 class Callbacks(Loop):
     thread_name = "callbacks"
     stop_wait = 1.0  # a delivery in flight is retried after a restart
@@ -71,7 +118,7 @@ class Callbacks(Loop):
 
     def _send(self, delivery: Delivery) -> None:
         job_id, url = delivery.job_id, delivery.url
-        error = _post(url, self._body(job_id))
+        error = _post(url, *self._body(job_id))
         self._count("delivered" if error is None else "failed")
         now = self.clock()
         if error is None:
@@ -87,13 +134,15 @@ class Callbacks(Loop):
         self.store.callback_tried(delivery, DeliveryState.PENDING, now + gap, error)
         log.info("job %s: callback to %s failed (%s); next try in %gs", job_id, url, error, gap)
 
-    def _body(self, job_id: str) -> bytes:
+    def _body(self, job_id: str) -> tuple[bytes, dict[str, str]]:
+        """The job object without Output, and the headers its callback's auth asks for."""
         try:
-            body = self._job(job_id).wire()
+            job = self._job(job_id)
+            body, headers = job.wire(), auth_headers(job.callback_auth)
         except Exception:  # removed by retention meanwhile: say at least which job ended
-            body = {"ID": job_id}
+            body, headers = {"ID": job_id}, auth_headers(self.store.callback_auth(job_id))
         body.pop("Output", None)
-        return json.dumps(body).encode()
+        return json.dumps(body).encode(), headers
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -106,10 +155,13 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirects)
 
 
-def _post(url: str, body: bytes) -> str | None:
-    """None on a 2xx answer, else what went wrong."""
+def _post(url: str, body: bytes, headers: dict[str, str]) -> str | None:
+    """None on a 2xx answer, else what went wrong (never the auth headers' values)."""
     request = urllib.request.Request(
-        url, body, {"Content-Type": "application/json", "User-Agent": "jobd"}, method="POST"
+        url,
+        body,
+        {"Content-Type": "application/json", "User-Agent": "jobd", **headers},
+        method="POST",
     )
     try:
         with _OPENER.open(request, timeout=TIMEOUT) as answer:

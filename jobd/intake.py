@@ -74,6 +74,7 @@ class Intake:
                 slurm_options=upload.slurm_options,
                 env=upload.env,
                 retry=upload.retry or self._default_retry(DEFAULT_SERVICE),
+                callback_auth=upload.callback_auth,
             )
             return self.accept(spec, staging)
 
@@ -127,6 +128,7 @@ class Intake:
             retry_initial=spec.retry.initial_interval,
             retry_max=spec.retry.max_interval,
             retry_multiplier=spec.retry.multiplier,
+            callback_auth=spec.callback_auth,
         )
         try:
             self._store.insert(job)

@@ -92,6 +92,7 @@ class JobSpec:
     service: str = DEFAULT_SERVICE
     env: tuple[tuple[str, str], ...] = ()  # for run.sh, on top of jobd's
     retry: RetryPolicy = NO_RETRY
+    callback_auth: str | None = None  # checked, as JSON
 
 
 @dataclass
@@ -124,6 +125,7 @@ class Job:
     retry_max: float = 60.0
     retry_multiplier: float = 2.0
     due_at: float | None = None  # a queued retry starts no earlier
+    callback_auth: str | None = None  # JSON: how the callback proves itself; never sent back
 
     @property
     def retry(self) -> RetryPolicy:

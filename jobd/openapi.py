@@ -134,6 +134,20 @@ SCHEMAS: dict[str, dict] = {
             "slurm": {"type": "boolean", "description": "the same as slurml"},
             "timeout": {"type": ["number", "string"], "description": "seconds, or like 30m"},
             "callback_url": {"type": "string", "format": "uri"},
+            "callback": {
+                "type": "object",
+                "required": ["url"],
+                "additionalProperties": False,
+                "properties": {
+                    "url": {"type": "string", "format": "uri"},
+                    "auth": {
+                        "type": "object",
+                        "required": ["type"],
+                        "properties": {"type": {"enum": ["bearer", "basic", "api_key"]}},
+                    },
+                },
+                "description": "instead of callback_url: a callback with Chronos's auth",
+            },
             "env": {
                 "type": "object",
                 "maxProperties": 64,

@@ -70,6 +70,7 @@ ALTER TABLE jobs ADD COLUMN retry_initial REAL NOT NULL DEFAULT 1;
 ALTER TABLE jobs ADD COLUMN retry_max REAL NOT NULL DEFAULT 60;
 ALTER TABLE jobs ADD COLUMN retry_multiplier REAL NOT NULL DEFAULT 2;
 ALTER TABLE jobs ADD COLUMN due_at REAL;
+ALTER TABLE jobs ADD COLUMN callback_auth TEXT;
 """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -256,6 +257,11 @@ class Store:
             statuses,
         )
         return [(row[0], row[1], row[2], row[3]) for row in rows]
+
+    def callback_auth(self, job_id: str) -> str | None:
+        """A job's callback auth, even after retention removed it (the row stays)."""
+        rows = self._rows("SELECT callback_auth FROM jobs WHERE id = ?", (job_id,))
+        return rows[0][0] if rows else None
 
     def turns(self) -> dict[tuple[str, int], int]:
         """When each user was last served, by (service, user key): higher is more recent."""

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from jobd.callbacks import check_callback_auth
 from jobd.config import MAX_TIMEOUT, parse_duration
 from jobd.errors import BadRequest
 from jobd.jsonstream import scan_object
@@ -24,6 +25,7 @@ class Upload:
     callback_url: object  # as sent: intake checks it against --callback-allow
     env: tuple[tuple[str, str], ...] = ()
     retry: RetryPolicy | None = None  # None: the service's, else none
+    callback_auth: str | None = None  # checked, as JSON
 
 
 def read_upload(stream: BinaryIO, limit: int, sink: Callable[[bytes], None]) -> Upload:
@@ -54,15 +56,32 @@ def _validate(fields: dict[str, object]) -> Upload:
     options = _slurm_options(fields.get("slurm_options"))
     if options and not slurml:
         raise BadRequest("'slurm_options' apply only to Slurm jobs: add \"slurml\": true")
+    callback_url, callback_auth = _callback(fields.get("callback"), fields.get("callback_url"))
     return Upload(
         job_id,
         slurml,
         _timeout(fields.get("timeout")),
         options,
-        fields.get("callback_url"),
+        callback_url,
         parse_env(fields.get("env")),
         parse_retry(fields.get("retry")),
+        callback_auth,
     )
+
+
+def _callback(callback: object, url: object) -> tuple[object, str | None]:
+    """`"callback": {"url": ..., "auth": {...}}`, or the plain `callback_url`."""
+    if callback is None:
+        return url, None
+    if url is not None:
+        raise BadRequest("send 'callback' or 'callback_url', not both")
+    if not isinstance(callback, dict) or "url" not in callback or set(callback) - {"url", "auth"}:
+        raise BadRequest(
+            "'callback' must be an object with 'url' and, optionally, 'auth'"
+            ' (e.g. {"type": "bearer", "token": "..."})'
+        )
+    auth = callback.get("auth")
+    return callback["url"], None if auth is None else check_callback_auth(auth)
 
 
 #: The most attempts a job may ask for.
