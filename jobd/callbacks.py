@@ -59,9 +59,10 @@ def check_callback_auth(auth: object) -> str:
     """Chronos's webhook auth, checked: `{"type": "bearer", "token": ...}`, `basic`
     (username, password) or `api_key` (header, key); returned as JSON for the store."""
     kinds = ", ".join(_AUTH_FIELDS)
-    if not isinstance(auth, dict) or auth.get("type") not in _AUTH_FIELDS:
+    kind = auth.get("type") if isinstance(auth, dict) else None
+    if not isinstance(auth, dict) or not isinstance(kind, str) or kind not in _AUTH_FIELDS:
         raise BadRequest(f"'callback.auth' must be an object whose 'type' is one of {kinds}")
-    fields = _AUTH_FIELDS[auth["type"]]
+    fields = _AUTH_FIELDS[kind]
     unknown = set(auth) - {"type", *fields}
     if unknown:
         raise BadRequest(f"'callback.auth' of type {auth['type']} has no field {min(unknown)!r}")

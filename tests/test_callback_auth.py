@@ -76,6 +76,8 @@ def test_the_callback_proves_itself_and_the_secret_stays_hidden(jobd, hook, auth
     "callback",
     [
         {"url": "http://127.0.0.1:9/x", "auth": {"type": "oauth", "token": "x"}},
+        {"url": "http://127.0.0.1:9/x", "auth": {"type": ["bearer"], "token": "x"}},
+        {"url": "http://127.0.0.1:9/x", "auth": "bearer x"},
         {"url": "http://127.0.0.1:9/x", "auth": {"type": "bearer"}},
         {"url": "http://127.0.0.1:9/x", "auth": {"type": "bearer", "token": ""}},
         {"url": "http://127.0.0.1:9/x", "auth": {"type": "bearer", "token": "a\nb"}},
