@@ -76,7 +76,7 @@ class JobService:
             Fair(store, config.services),
             limits,
         )
-        self.slurm = SlurmRunner(store, layout, slurm, self.lifecycle)
+        self.slurm = SlurmRunner(store, layout, slurm, self.lifecycle, limits)
         self.intake = Intake(
             config, store, layout, self.metrics, limits, self.disk, self.local, self.slurm
         )

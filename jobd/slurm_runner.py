@@ -1,5 +1,5 @@
-"""Jobs that run in Slurm: submit once, follow them all with one squeue per poll, re-attach
-after a restart, cancel with scancel.
+"""Jobs that run in Slurm: submit once per attempt, follow them all with one squeue per poll,
+re-attach after a restart, cancel with scancel, submit a retry once its backoff is over.
 
 A Slurm job never uses a local worker slot and is never re-run locally.
 """
@@ -7,8 +7,10 @@ A Slurm job never uses a local worker slot and is never re-run locally.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 
+from jobd.archive import Limits, extract
 from jobd.disk import is_full
 from jobd.errors import InsufficientStorage, Unavailable
 from jobd.executors.runsh import ending
@@ -33,13 +35,19 @@ class SlurmRunner(Loop):
     thread_name = "slurm"
 
     def __init__(
-        self, store: Store, layout: Layout, executor: SlurmExecutor, lifecycle: Lifecycle
+        self,
+        store: Store,
+        layout: Layout,
+        executor: SlurmExecutor,
+        lifecycle: Lifecycle,
+        limits: Limits,
     ) -> None:
         super().__init__()
         self._store = store
         self._layout = layout
         self.executor = executor
         self._lifecycle = lifecycle
+        self._limits = limits
         self._interval, self._busy_until = FASTEST, 0.0
 
     def check_available(self) -> None:
@@ -59,7 +67,7 @@ class SlurmRunner(Loop):
                 ) from None
             raise Unavailable(f"the Slurm job script cannot be written: {exc}") from None
         try:
-            slurm_id = self.executor.submit(job.id, jobdir, workdir)
+            slurm_id = self.executor.submit(slurm_name(job), jobdir, workdir)
         except SlurmError as exc:
             raise Unavailable(f"Slurm did not take the job: {exc}") from None
         self._submitted(job, slurm_id)
@@ -73,16 +81,16 @@ class SlurmRunner(Loop):
     def recover(self) -> None:
         """Re-attach to every unfinished Slurm job; finish submissions a stop interrupted."""
         for job in self._store.unfinished_slurm():
-            if job.slurm_id:
-                continue  # the tracker follows it from here
+            if job.slurm_id or (job.due_at or 0) > time.time():
+                continue  # the tracker follows it from here, or submits it when it is due
             try:
-                found = self.executor.find(job.id)
+                found = self.executor.find(slurm_name(job))
                 if found is not None:  # sbatch went through before the daemon stopped
                     self._submitted(job, found)
+                elif job.attempt > 1:  # a retry that came due while jobd was down
+                    self._resubmit(job)
                 elif (self._layout.job_dir(job.id) / WRAPPER).is_file():
-                    jobdir = self._layout.job_dir(job.id)
-                    slurm_id = self.executor.submit(job.id, jobdir, self._layout.work_dir(job.id))
-                    self._submitted(job, slurm_id)
+                    self._submit(job)
                 else:
                     self._end(job, JobStatus.FAILED, "jobd stopped before it could submit", None)
             except SlurmError as exc:
@@ -96,10 +104,17 @@ class SlurmRunner(Loop):
         super().kick()
 
     def tick(self, now: float) -> float | None:
-        """Follow every tracked job, one squeue per poll."""
-        jobs = [job for job in self._store.unfinished_slurm() if job.slurm_id]
+        """Submit the retries that are due; follow every tracked job, one squeue per poll."""
+        unfinished = self._store.unfinished_slurm()
+        waiting = [job for job in unfinished if not job.slurm_id and job.due_at is not None]
+        for job in waiting:
+            if job.due_at is not None and job.due_at <= time.time():
+                self._resubmit(job)
+        due = [job.due_at for job in waiting if job.due_at and job.due_at > time.time()]
+        jobs = [job for job in unfinished if job.slurm_id]
         if not jobs:
-            return None  # nothing to follow: sleep until a submission
+            # nothing to follow: sleep until a submission or the next retry
+            return None if not due else max(0.0, min(due) - time.time())
         try:
             states = self.executor.states(job.slurm_id for job in jobs)
             changed = any([self._apply_one(job, states.get(job.slurm_id)) for job in jobs])
@@ -162,15 +177,44 @@ class SlurmRunner(Loop):
         return self._end(job, status, ending(code), code)
 
     def _end(self, job: Job, status: JobStatus, message: str, exit_code: int | None) -> bool:
+        if status is JobStatus.FAILED and job.attempt < job.max_attempts:
+            return self._lifecycle.retry(job, message) is not None  # submitted when due
+        if job.max_attempts > 1:
+            message = f"attempt {job.attempt} of {job.max_attempts}: {message}"
         ended = self._lifecycle.finish(
             job.id, status, message, expect=UNFINISHED, exit_code=exit_code
         )
         return ended is not None
 
+    def _resubmit(self, job: Job) -> None:
+        """A retry whose backoff is over: a fresh folder from the input (with the earlier
+        attempts' output), then sbatch; a refusal is tried again at the next poll."""
+        try:
+            self._prepare_attempt(job)
+            self._submit(job)
+        except (SlurmError, OSError) as exc:
+            _once.failed(f"slurm {job.id}", "job %s: cannot submit its retry: %s", job.id, exc)
+
+    def _prepare_attempt(self, job: Job) -> None:
+        workdir = self._layout.work_dir(job.id)
+        shutil.rmtree(workdir, ignore_errors=True)
+        extract(self._layout.input_zip(job.id), workdir, self._limits)
+        kept = self._layout.attempts_dir(job.id)
+        for earlier in sorted(kept.iterdir()) if kept.is_dir() else ():
+            shutil.copyfile(earlier, workdir / earlier.name)
+
+    def _submit(self, job: Job) -> None:
+        jobdir, workdir = self._layout.job_dir(job.id), self._layout.work_dir(job.id)
+        self._submitted(job, self.executor.submit(slurm_name(job), jobdir, workdir))
+
     # -- cancel -----------------------------------------------------------------------------
 
     def cancel(self, job: Job) -> bool:
         """scancel, then wait until Slurm reports the job ended (pending or running alike)."""
+        if not job.slurm_id and job.due_at is not None:  # waiting out a retry's backoff
+            message = "cancelled while waiting to be tried again"
+            ended = self._lifecycle.finish(job.id, JobStatus.CANCELLED, message, expect=UNFINISHED)
+            return ended is not None
         if not job.slurm_id:
             raise Unavailable(f"job {job.id!r} is being submitted to Slurm; try again")
         try:
@@ -187,3 +231,9 @@ class SlurmRunner(Loop):
         except SlurmError as exc:
             raise Unavailable(f"Slurm did not cancel job {job.slurm_id}: {exc}") from None
         return True
+
+
+def slurm_name(job: Job) -> str:
+    """The Slurm job's name: one per attempt, so a restart finds this attempt's, not an
+    earlier one's."""
+    return f"jobd-{job.id}" if job.attempt == 1 else f"jobd-{job.id}-attempt-{job.attempt}"

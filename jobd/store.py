@@ -275,15 +275,17 @@ class Store:
         )
 
     def retry(self, job_id: str, due_at: float, message: str) -> Job | None:
-        """A RUNNING job's attempt failed: queue the next attempt, due at `due_at`; None if
-        another change won."""
+        """An unfinished job's attempt failed: queue the next attempt, due at `due_at` (for
+        Slurm, not yet submitted); None if another change won."""
         now = time.time()
+        statuses = _values(UNFINISHED)
         with self._tx() as db:
             cursor = db.execute(
                 "UPDATE jobs SET status = ?, attempt = attempt + 1, attempts = 0, due_at = ?,"
                 " message = ?, exit_code = NULL, started_at = NULL, pgid = NULL,"
-                " pgid_start = NULL, updated_at = ? WHERE id = ? AND status = ?",
-                (JobStatus.QUEUED.value, due_at, message, now, job_id, JobStatus.RUNNING.value),
+                " pgid_start = NULL, slurm_id = 0, updated_at = ?"
+                f" WHERE id = ? AND status IN ({_marks(statuses)})",
+                (JobStatus.QUEUED.value, due_at, message, now, job_id, *statuses),
             )
             return self._reread(db, job_id) if cursor.rowcount else None
 

@@ -246,3 +246,26 @@ def test_a_slurm_job_gets_its_env(slurm_jobd) -> None:
     done = daemon.wait_done(job_id)
     assert done["Status"] == "SUCCESS", done
     assert output_files(done)["env.txt"] == f"it's 'quoted' $x|{job_id}|1\n".encode()
+
+
+def test_a_failed_slurm_attempt_is_resubmitted(slurm_jobd, tmp_path) -> None:
+    daemon = slurm_jobd()
+    job_id = unique_id("slurm-retry")
+    count = tmp_path / "count"
+    body = f"""
+        n=$(cat {count} 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {count}
+        echo "attempt $JOBD_ATTEMPT"
+        [ $n -ge 2 ]
+    """
+    first = daemon.submit(
+        {"run.sh": script(body)},
+        job_id=job_id,
+        slurml=True,
+        retry={"max_attempts": 2, "initial_interval": "0.5s"},
+    )
+    done = daemon.wait_done(job_id, timeout=120)
+    assert (done["Status"], done["Attempt"]) == ("SUCCESS", 2), done
+    assert done["SlurmID"] != first["SlurmID"], "the retry was not a new Slurm job"
+    files = output_files(done)
+    assert files["attempt-1.stdout"] == b"attempt 1\n"
+    assert files["jobd.stdout"] == b"attempt 2\n"

@@ -112,12 +112,13 @@ class SlurmExecutor:
         ]
         (jobdir / WRAPPER).write_text("\n".join(lines) + "\n")
 
-    def submit(self, job_id: str, jobdir: Path, workdir: Path) -> int:
-        """sbatch the prepared wrapper; Slurm's job ID."""
+    def submit(self, name: str, jobdir: Path, workdir: Path) -> int:
+        """sbatch the prepared wrapper as `name`; Slurm's job ID."""
+        (jobdir / EXIT_FILE).unlink(missing_ok=True)  # an earlier attempt's
         done = self._run(
             "sbatch",
             "--parsable",
-            f"--job-name=jobd-{job_id}",
+            f"--job-name={name}",
             f"--chdir={workdir}",
             f"--output={workdir / runsh.STDOUT}",
             f"--error={workdir / runsh.STDERR}",
@@ -130,9 +131,9 @@ class SlurmExecutor:
         except ValueError:
             raise SlurmError(f"sbatch answered {done.stdout.strip()!r}, not a job ID") from None
 
-    def find(self, job_id: str) -> int | None:
-        """The Slurm job named for `job_id`, if one was submitted (to never submit twice)."""
-        done = self._run("squeue", "-h", "--states=all", f"--name=jobd-{job_id}", "-o", "%i")
+    def find(self, name: str) -> int | None:
+        """The Slurm job named `name`, if one was submitted (to never submit twice)."""
+        done = self._run("squeue", "-h", "--states=all", f"--name={name}", "-o", "%i")
         if done.returncode != 0:
             raise SlurmError(f"squeue failed: {done.stderr.strip()}")
         ids = [int(line) for line in done.stdout.split() if line.strip().isdigit()]
