@@ -18,7 +18,7 @@ from jobd.archive import base64_chunks_of, base64_length
 from jobd.config import Config
 from jobd.errors import BadRequest, JobdError, NotFound, Unauthorized
 from jobd.metrics import CONTENT_TYPE_LATEST
-from jobd.models import Job
+from jobd.models import Job, JobStatus
 from jobd.openapi import docs_page, spec
 from jobd.orchestrator import orchestrator_routes
 from jobd.responses import (
@@ -193,6 +193,8 @@ def create_app(config: Config, service: JobService) -> Bottle:
         wait = parse_wait(request.query.get("wait"))
         with slots.hold() as held:  # without a free slot, answer now rather than starve others
             job = service.wait(job_id, wait if held else 0.0, _client_gone())
+        if job.status is JobStatus.SKIPPED:  # a schedule's run that never started: no result
+            return json_response(job.wire(), 200)
         if job.status.terminal:
             return _with_output(job, service.result(job), 200, slots)
         if partial:

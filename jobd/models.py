@@ -26,13 +26,14 @@ class JobStatus(str, Enum):
     SUCCESS = "SUCCESS"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    SKIPPED = "SKIPPED"  # a schedule's run its concurrency policy did not start; no result
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL
 
 
-TERMINAL = frozenset({JobStatus.SUCCESS, JobStatus.FAILED, JobStatus.CANCELLED})
+TERMINAL = frozenset({JobStatus.SUCCESS, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SKIPPED})
 UNFINISHED = frozenset(JobStatus) - TERMINAL
 
 
@@ -93,6 +94,7 @@ class JobSpec:
     env: tuple[tuple[str, str], ...] = ()  # for run.sh, on top of jobd's
     retry: RetryPolicy = NO_RETRY
     callback_auth: str | None = None  # checked, as JSON
+    schedule: str | None = None
 
 
 @dataclass
@@ -126,6 +128,7 @@ class Job:
     retry_multiplier: float = 2.0
     due_at: float | None = None  # a queued retry starts no earlier
     callback_auth: str | None = None  # JSON: how the callback proves itself; never sent back
+    schedule: str | None = None  # the schedule whose run it is
 
     @property
     def retry(self) -> RetryPolicy:
@@ -171,6 +174,7 @@ class Job:
             "Service": self.service,
             "Attempt": self.attempt,
             "MaxAttempts": self.max_attempts,
+            "Schedule": self.schedule,
         }
 
 

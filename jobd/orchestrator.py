@@ -24,6 +24,7 @@ _PAYLOAD_STATUS = {
     JobStatus.SUCCESS: "Completed",
     JobStatus.FAILED: "Failed",
     JobStatus.CANCELLED: "Killed",
+    JobStatus.SKIPPED: "Killed",  # a schedule's run that never started
 }
 
 

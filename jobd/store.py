@@ -72,6 +72,18 @@ ALTER TABLE jobs ADD COLUMN retry_multiplier REAL NOT NULL DEFAULT 2;
 ALTER TABLE jobs ADD COLUMN due_at REAL;
 ALTER TABLE jobs ADD COLUMN callback_auth TEXT;
 """,
+    """
+ALTER TABLE jobs ADD COLUMN schedule TEXT;
+CREATE INDEX jobs_by_schedule ON jobs (schedule, seq);
+CREATE TABLE schedules (
+    name       TEXT PRIMARY KEY,
+    body       TEXT    NOT NULL,  -- JSON: when, zone, concurrency and the runs' settings
+    enabled    INTEGER NOT NULL,
+    last_fire  REAL    NOT NULL,  -- the slot it last fired for (at first: its creation)
+    created_at REAL    NOT NULL,
+    updated_at REAL    NOT NULL
+);
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: The job table's columns are the Job dataclass's fields, by name.

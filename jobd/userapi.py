@@ -22,6 +22,7 @@ _STATE = {
     JobStatus.SUCCESS: "Completed",
     JobStatus.FAILED: "Failed",
     JobStatus.CANCELLED: "Cancelled",
+    JobStatus.SKIPPED: "Skipped",
 }
 _MAX_USER_ID = 2**63 - 1
 
