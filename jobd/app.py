@@ -29,6 +29,7 @@ from jobd.responses import (
     refuse_large_body,
     size_of,
 )
+from jobd.schedule_api import schedule_routes
 from jobd.service import JobService
 from jobd.slots import WaitSlots
 from jobd.userapi import user_routes
@@ -227,6 +228,7 @@ def create_app(config: Config, service: JobService) -> Bottle:
 
     orchestrator_routes(app, config, service, slots)
     user_routes(app, config, service, slots)
+    schedule_routes(app, config, service)
     return app
 
 

@@ -11,7 +11,7 @@ import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,7 +19,8 @@ from jobd.archive import Base64Writer, Limits, extract, write_files, zip_directo
 from jobd.callbacks import check_callback_url
 from jobd.config import Config
 from jobd.disk import Disk, is_full
-from jobd.errors import IdTaken, JobdError
+from jobd.errors import BadRequest, IdTaken, JobdError
+from jobd.jsonstream import scan_object
 from jobd.layout import Layout
 from jobd.local_runner import LocalRunner
 from jobd.metrics import Metrics
@@ -99,6 +100,35 @@ class Intake:
             )
             return self.accept(spec, staging)
 
+    def zip_and_fields(
+        self, body: BinaryIO, limit: int, keep: Callable[[dict[str, object]], Path]
+    ) -> dict[str, object]:
+        """A JSON body with a base64 zip in `input` that is kept, not run (a schedule's): the
+        zip checked exactly like an upload's, then moved to where `keep` (which checks the
+        other fields first) says; the other fields returned."""
+        with self._staging() as staging:
+            with open(staging / "input.zip", "wb") as kept:
+                decoder = Base64Writer(kept)
+                fields = scan_object(body, limit, "input", decoder.write, '{"input": "<base64>"}')
+                decoder.close()
+            fields = {name.lower(): value for name, value in fields.items()}
+            if fields.get("input") is not True:
+                raise BadRequest(
+                    "'input' is missing or not a string; it must hold the zip, base64-encoded"
+                )
+            extract(staging / "input.zip", staging / "work", self._limits)
+            target = keep(fields)
+            target.parent.mkdir(exist_ok=True)
+            os.replace(staging / "input.zip", target)
+            return fields
+
+    def from_zip(self, source: Path, spec: JobSpec) -> Job:
+        """A job from a kept zip (a schedule's run): unpacked afresh, then accepted."""
+        with self._staging() as staging:
+            shutil.copyfile(source, staging / "input.zip")
+            extract(staging / "input.zip", staging / "work", self._limits)
+            return self.accept(spec, staging)
+
     def accept(self, spec: JobSpec, staged: Path) -> Job:
         """Keep a staged job (`input.zip` and `work/`) and launch it; nothing is kept if
         it cannot be launched."""
@@ -129,6 +159,7 @@ class Intake:
             retry_max=spec.retry.max_interval,
             retry_multiplier=spec.retry.multiplier,
             callback_auth=spec.callback_auth,
+            schedule=spec.schedule,
         )
         try:
             self._store.insert(job)

@@ -91,6 +91,10 @@ class Layout:
     def work_dir(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "work"
 
+    def schedule_zip(self, name: str) -> Path:
+        """A schedule's input, kept once for all its runs (names are checked by schedules)."""
+        return self.root / "schedules" / f"{name}.zip"
+
     def attempts_dir(self, job_id: str) -> Path:
         """Earlier attempts' output, kept beside the folder each attempt starts afresh."""
         return self.job_dir(job_id) / "attempts"

@@ -40,6 +40,12 @@ class Metrics:
             buckets=tuple(10**n for n in range(3, 11)),
             registry=r,
         )
+        self._schedule_runs = Counter(
+            "jobd_schedule_runs",
+            "Runs of schedules, by outcome at their start (started, SKIPPED).",
+            ["schedule", "status"],
+            registry=r,
+        )
         self._callbacks = Counter(
             "jobd_callback_deliveries", "Callback attempts, by outcome.", ["result"], registry=r
         )
@@ -60,6 +66,9 @@ class Metrics:
         self._finished.labels(job.status.value).inc()
         if job.started_at is not None and job.finished_at is not None:
             self._duration.observe(max(0.0, job.finished_at - job.started_at))
+
+    def schedule_run(self, schedule: str, status: str) -> None:
+        self._schedule_runs.labels(schedule, status).inc()
 
     def callback(self, result: str) -> None:
         self._callbacks.labels(result).inc()

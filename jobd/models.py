@@ -193,3 +193,20 @@ class Delivery:
     url: str
     created_at: float
     attempts: int
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One row of the store's schedules; `body` is its settings as JSON (see schedules)."""
+
+    name: str
+    body: str
+    enabled: bool
+    last_fire: float
+    created_at: float
+    updated_at: float
+
+    @property
+    def settings(self) -> dict[str, object]:
+        found = json.loads(self.body)
+        return found if isinstance(found, dict) else {}

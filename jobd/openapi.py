@@ -56,6 +56,7 @@ _FULL = {"507": _error("the data dir's disk is full, or at --min-free")}
 #: Operations a new job's ID leads to, for clients and stateful testing.
 _JOB_OPS = {"GetJob": "getJob", "CancelJob": "cancelJob", "JobLogs": "jobLogs"}
 _NUMBER_OPS = {"Retrieve": "retrieve", "RetrievePartial": "retrievePartial", "Kill": "kill"}
+_SCHEDULE_OPS = {"Get": "getSchedule", "Trigger": "triggerSchedule", "Runs": "scheduleRuns"}
 _USER_OPS = {"Download": "download", "DownloadPartial": "downloadPartial", "Terminate": "terminate"}
 
 
@@ -73,12 +74,20 @@ _EXAMPLE_JOB = _example_job()
 
 
 def _links(field: str, operations: dict[str, str]) -> dict[str, dict]:
-    parameter = "id" if field == "ID" else "number"
+    parameter = {"ID": "id", "name": "name"}.get(field, "number")
     return {
         name: {"operationId": op, "parameters": {parameter: f"$response.body#/{field}"}}
         for name, op in operations.items()
     }
 
+
+_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[a-z0-9]+(-[a-z0-9]+)*$", "maxLength": 64},
+    "description": "the schedule's name",
+}
 
 SCHEMAS: dict[str, dict] = {
     "Job": {
@@ -116,6 +125,7 @@ SCHEMAS: dict[str, dict] = {
             "Service": {"type": "string"},
             "Attempt": {"type": "integer", "description": "1-based; retries add one"},
             "MaxAttempts": {"type": "integer"},
+            "Schedule": {"type": ["string", "null"], "description": "its schedule's name"},
         },
     },
     "Upload": {
@@ -236,6 +246,52 @@ SCHEMAS: dict[str, dict] = {
                     "may_hold": {"type": "integer"},
                 },
             },
+        },
+    },
+    "RecurringJob": {
+        "type": "object",
+        "required": ["name", "schedule", "timezone", "concurrency", "enabled"],
+        "properties": {
+            "name": {"type": "string"},
+            "schedule": {"type": "string"},
+            "timezone": {"type": "string"},
+            "concurrency": {"enum": ["forbid", "allow", "replace"]},
+            "timeout": {"type": ["number", "null"]},
+            "retry": {"type": ["object", "null"]},
+            "env": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "names only",
+            },
+            "slurml": {"type": "boolean"},
+            "enabled": {"type": "boolean"},
+            "last_fire": {"type": ["string", "null"], "format": "date-time"},
+            "next_fire": {"type": ["string", "null"], "format": "date-time"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "run": {"type": "object", "description": "the run a trigger started"},
+        },
+    },
+    "NewSchedule": {
+        "type": "object",
+        "required": ["name", "schedule", "input"],
+        "properties": {
+            "name": {
+                "type": "string",
+                "pattern": "^[a-z0-9]+(-[a-z0-9]+)*$",
+                "maxLength": 64,
+            },
+            "schedule": {
+                "type": "string",
+                "examples": ["0 2 * * *", "@daily", "@every 15m"],
+            },
+            "timezone": {"type": "string", "examples": ["Europe/Amsterdam"]},
+            "input": {"type": "string", "minLength": 1, "contentEncoding": "base64"},
+            "concurrency": {"enum": ["forbid", "allow", "replace"]},
+            "timeout": {"type": ["number", "string"]},
+            "retry": {"type": ["integer", "object"]},
+            "env": {"type": "object", "additionalProperties": {"type": "string"}},
+            "slurml": {"type": "boolean"},
+            "enabled": {"type": "boolean"},
         },
     },
     "Service": {
@@ -390,6 +446,108 @@ PATHS: dict[str, dict] = {
                 "404": _error("unknown ID"),
                 "410": _error("removed"),
                 "503": _error("too many followers now"),
+            },
+        }
+    },
+    "/api/schedules": {
+        "post": {
+            "operationId": "createSchedule",
+            "summary": "Create a recurring job; its input is checked like an upload's and kept",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("NewSchedule")}},
+            },
+            "responses": {
+                "201": _json(_ref("RecurringJob"), "created")
+                | {"links": _links("name", _SCHEDULE_OPS)},
+                "400": _error("a bad field, schedule, zone or zip"),
+                **_AUTH,
+                "409": _error("the name is taken"),
+                "413": _error("too large"),
+                **_FULL,
+            },
+        },
+        "get": {
+            "operationId": "listSchedules",
+            "summary": "Every schedule",
+            "responses": {
+                "200": _json({"type": "array", "items": _ref("RecurringJob")}, "the schedules"),
+                **_AUTH,
+            },
+        },
+    },
+    "/api/schedules/{name}": {
+        "get": {
+            "operationId": "getSchedule",
+            "summary": "One schedule",
+            "parameters": [_NAME],
+            "responses": {"200": _json(_ref("RecurringJob"), "it"), **_AUTH, "404": _error("none")},
+        },
+        "patch": {
+            "operationId": "changeSchedule",
+            "summary": "Change a schedule's settings (not its name or input)",
+            "parameters": [_NAME],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            "responses": {
+                "200": _json(_ref("RecurringJob"), "changed"),
+                "400": _error("a bad field"),
+                **_AUTH,
+                "404": _error("none"),
+                "413": _error("too large"),
+            },
+        },
+        "delete": {
+            "operationId": "deleteSchedule",
+            "summary": "Delete a schedule; its runs stay jobs",
+            "parameters": [_NAME],
+            "responses": {"204": {"description": "deleted"}, **_AUTH, "404": _error("none")},
+        },
+    },
+    "/api/schedules/{name}/trigger": {
+        "post": {
+            "operationId": "triggerSchedule",
+            "summary": "Start a run now (the concurrency policy still holds)",
+            "parameters": [_NAME],
+            "responses": {
+                "200": _json(_ref("RecurringJob"), "the schedule, with the run under 'run'"),
+                **_AUTH,
+                "404": _error("none"),
+                **_FULL,
+            },
+        }
+    },
+    "/api/schedules/{name}/enable": {
+        "post": {
+            "operationId": "enableSchedule",
+            "summary": "Fire again, from now on",
+            "parameters": [_NAME],
+            "responses": {"200": _json(_ref("RecurringJob"), "it"), **_AUTH, "404": _error("none")},
+        }
+    },
+    "/api/schedules/{name}/disable": {
+        "post": {
+            "operationId": "disableSchedule",
+            "summary": "Stop firing (a trigger still runs it)",
+            "parameters": [_NAME],
+            "responses": {"200": _json(_ref("RecurringJob"), "it"), **_AUTH, "404": _error("none")},
+        }
+    },
+    "/api/schedules/{name}/runs": {
+        "get": {
+            "operationId": "scheduleRuns",
+            "summary": "The schedule's runs, newest first (SKIPPED ones too)",
+            "parameters": [
+                _NAME,
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "most"),
+            ],
+            "responses": {
+                "200": _json({"type": "array", "items": _ref("Job")}, "its runs"),
+                "400": _error("a bad limit"),
+                **_AUTH,
+                "404": _error("none"),
             },
         }
     },

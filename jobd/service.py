@@ -33,6 +33,7 @@ from jobd.loop import Loop
 from jobd.metrics import Metrics
 from jobd.models import DEFAULT_SERVICE, Job, JobStatus, RetryPolicy, int_id, valid_job_id
 from jobd.retention import Retention
+from jobd.schedules import Schedules
 from jobd.services import report as services_report
 from jobd.slurm_runner import SlurmRunner
 from jobd.store import Store
@@ -81,6 +82,9 @@ class JobService:
             config, store, layout, self.metrics, limits, self.disk, self.local, self.slurm
         )
         self.retention = Retention(store, layout, config.retention, config.services)
+        self.schedules = Schedules(
+            store, layout, self.intake, self.cancel, self.metrics, config.max_upload
+        )
         self.reconciler = Reconciler(self.local)
 
     # -- start and stop ---------------------------------------------------------------------
@@ -112,7 +116,7 @@ class JobService:
         self.local.stop()
 
     def _loops(self) -> tuple[Loop, ...]:
-        return (self.reconciler, self.retention, self.slurm, self.callbacks)
+        return (self.reconciler, self.retention, self.slurm, self.callbacks, self.schedules)
 
     # -- accept and cancel ------------------------------------------------------------------
 

@@ -11,7 +11,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from jobd.errors import DataDirUnusable, IdTaken
-from jobd.models import TERMINAL, UNFINISHED, Delivery, DeliveryState, Job, JobStatus
+from jobd.models import (
+    TERMINAL,
+    UNFINISHED,
+    Delivery,
+    DeliveryState,
+    Job,
+    JobStatus,
+    Schedule,
+)
 
 #: Each step takes the schema from its index to the next version; a new jobd migrates old data.
 MIGRATIONS = (
@@ -91,6 +99,16 @@ _FIELDS = tuple(field.name for field in dataclasses.fields(Job))
 _COLUMNS = ", ".join(_FIELDS)
 _DELIVERY_FIELDS = tuple(field.name for field in dataclasses.fields(Delivery))
 _INSERTED = tuple(name for name in _FIELDS if name != "seq")  # seq is the store's to give
+
+
+_SCHEDULE_FIELDS = tuple(field.name for field in dataclasses.fields(Schedule))
+_SCHEDULE = ", ".join(_SCHEDULE_FIELDS)
+
+
+def _schedule(row: sqlite3.Row) -> Schedule:
+    values = {name: row[name] for name in _SCHEDULE_FIELDS}
+    values["enabled"] = bool(values["enabled"])
+    return Schedule(**values)
 
 
 def _row_to_job(row: sqlite3.Row) -> Job:
@@ -269,6 +287,70 @@ class Store:
             statuses,
         )
         return [(row[0], row[1], row[2], row[3]) for row in rows]
+
+    # -- schedules ------------------------------------------------------------------------------
+
+    def schedules(self) -> list[Schedule]:
+        return [
+            _schedule(row) for row in self._rows(f"SELECT {_SCHEDULE} FROM schedules ORDER BY name")
+        ]
+
+    def get_schedule(self, name: str) -> Schedule | None:
+        rows = self._rows(f"SELECT {_SCHEDULE} FROM schedules WHERE name = ?", (name,))
+        return _schedule(rows[0]) if rows else None
+
+    def insert_schedule(self, schedule: Schedule) -> bool:
+        """False if the name is taken."""
+        try:
+            with self._tx() as db:
+                db.execute(
+                    f"INSERT INTO schedules ({_SCHEDULE}) VALUES (?, ?, ?, ?, ?, ?)",
+                    dataclasses.astuple(schedule),
+                )
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def update_schedule(self, schedule: Schedule) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE schedules SET body = ?, enabled = ?, last_fire = ?, updated_at = ?"
+                " WHERE name = ?",
+                (
+                    schedule.body,
+                    schedule.enabled,
+                    schedule.last_fire,
+                    schedule.updated_at,
+                    schedule.name,
+                ),
+            )
+
+    def set_last_fire(self, name: str, slot: float) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE schedules SET last_fire = ? WHERE name = ?", (slot, name))
+
+    def delete_schedule(self, name: str) -> None:
+        """The schedule goes; its runs stay jobs like any other."""
+        with self._tx() as db:
+            db.execute("DELETE FROM schedules WHERE name = ?", (name,))
+
+    def runs_of(self, name: str, limit: int) -> list[Job]:
+        """A schedule's runs, newest first (an index, not a scan)."""
+        return self._query("WHERE schedule = ? ORDER BY seq DESC LIMIT ?", (name, limit))
+
+    def insert_skipped(self, job_id: str, schedule: str, message: str) -> Job:
+        """A run the concurrency policy did not start: recorded as a SKIPPED job."""
+        now = time.time()
+        job = Job(
+            job_id,
+            JobStatus.SKIPPED,
+            message=message,
+            created_at=now,
+            updated_at=now,
+            finished_at=now,
+            schedule=schedule,
+        )
+        return self.insert(job)
 
     def callback_auth(self, job_id: str) -> str | None:
         """A job's callback auth, even after retention removed it (the row stays)."""

@@ -60,7 +60,7 @@ def _validate(fields: dict[str, object]) -> Upload:
     return Upload(
         job_id,
         slurml,
-        _timeout(fields.get("timeout")),
+        parse_timeout(fields.get("timeout")),
         options,
         callback_url,
         parse_env(fields.get("env")),
@@ -181,7 +181,7 @@ def parse_env(value: object) -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
-def _timeout(value: object) -> float | None:
+def parse_timeout(value: object) -> float | None:
     if value is None:
         return None
     if isinstance(value, str):
