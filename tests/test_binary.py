@@ -20,8 +20,10 @@ from conftest import (
     REPO_ROOT,
     STOP_TIMEOUT,
     Daemon,
+    b64,
     base_env,
     free_port,
+    make_zip,
     output_files,
     proc_gone,
     read_pids,
@@ -81,6 +83,17 @@ def test_the_binary_serves_jobs_in_a_root_without_libc(tmp_path: Path) -> None:
         job = daemon.wait_done(job_id)
         assert job["Status"] == "SUCCESS", daemon.log()
         env = output_files(job)["env.txt"].decode()
+        # a named time zone with no /usr/share/zoneinfo: the binary carries tzdata
+        assert not (root / "usr" / "share" / "zoneinfo").exists()
+        body = {
+            "name": "nightly",
+            "schedule": "0 2 * * *",
+            "timezone": "Europe/Amsterdam",
+            "input": b64(make_zip({"run.sh": "true"})),
+        }
+        made = daemon.api("POST", "/api/schedules", json=body)
+        assert made.status_code == 201, made.text
+        assert made.json()["next_fire"][11:16] in ("00:00", "01:00"), made.json()  # 02:00 CE(S)T
     finally:
         daemon.stop()
     leaked = [line for line in env.splitlines() if line.startswith(("_PYI_", "STATICX_"))]
