@@ -14,8 +14,9 @@ from jobd.client import ClientError, JobdClient
 from jobd.config import CLIENT_OPTIONS, OPTIONS, ClientConfig, Config, Option
 from jobd.errors import ConfigError
 from jobd.models import JobStatus, is_terminal
+from jobd.schedule_cli import add_schedule_commands, run_schedule_command
 
-COMMANDS = ("serve", "submit", "get", "cancel", "health")
+COMMANDS = ("serve", "submit", "get", "cancel", "health", "schedule")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,12 +74,15 @@ def _add_client_commands(commands: argparse._SubParsersAction) -> None:
     commands.add_parser(
         "health", parents=[common], help="exit 0 if the daemon answers healthy (for HEALTHCHECK)"
     )
+    add_schedule_commands(commands, common)
 
 
 def _run_client(args: argparse.Namespace) -> int:
     """Prints the answer; exits 1 when a fetched job ended FAILED or CANCELLED."""
     config = ClientConfig.resolve(vars(args), os.environ)
     client = JobdClient(config.url, config.token)
+    if args.command == "schedule":
+        return run_schedule_command(args, client)
     if args.command in ("health", "cancel"):
         answer = client.health() if args.command == "health" else client.cancel(args.id)
         print(json.dumps(answer, indent=2))

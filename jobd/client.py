@@ -83,16 +83,32 @@ class JobdClient:
         retry: int | None = None,
     ) -> dict[str, object]:
         """Upload a folder (zipped on the way, to a temporary file) or a zip file."""
+        given = (("id", job_id), ("timeout", timeout), ("retry", retry))
+        fields: dict[str, object] = {key: value for key, value in given if value is not None}
+        return self._with_zip("/api/upload", fields, source)
+
+    def create_schedule(self, fields: dict[str, object], source: Path) -> dict[str, object]:
+        """A schedule whose runs start from `source` (a folder or a zip)."""
+        return self._with_zip("/api/schedules", fields, source)
+
+    def call(self, method: str, path: str, *ok: int) -> object:
+        """Any other route's JSON answer (None for an empty one)."""
+        response = self._request(method, path)
+        if response.status not in ok:
+            raise self._fail(response)
+        text = response.read()
+        return json.loads(text) if text else None
+
+    def _with_zip(self, path: str, fields: dict[str, object], source: Path) -> dict[str, object]:
+        """POST `fields` with the zip as base64 `input`, streamed: never whole in memory."""
         with tempfile.TemporaryDirectory() as scratch:
             archive = source if source.is_file() else _zip_folder(source, Path(scratch) / "j.zip")
-            given = (("id", job_id), ("timeout", timeout), ("retry", retry))
-            fields = {key: value for key, value in given if value is not None}
             head = (json.dumps(fields)[:-1] + (", " if fields else "") + '"input": "').encode()
             size = archive.stat().st_size
             with open(archive, "rb") as data:
                 body = itertools.chain([head], base64_chunks_of(data), [b'"}'])
                 length = len(head) + base64_length(size) + 2
-                response = self._request("POST", "/api/upload", body, length)
+                response = self._request("POST", path, body, length)
         if response.status != 201:
             raise self._fail(response)
         return json.loads(response.read())

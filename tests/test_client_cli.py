@@ -88,3 +88,30 @@ def test_health_is_an_exit_status(server) -> None:
     )
     assert down.returncode == 1
     assert b"cannot reach jobd" in down.stderr
+
+
+def test_schedule_commands_from_a_json_file(server, tmp_path: Path) -> None:
+    job_folder(tmp_path, "cat data/in.txt > out.txt")  # tmp_path/job, named by the file
+    name = unique_id("cli-sched").lower()
+    spec = tmp_path / "nightly.json"
+    spec.write_text(json.dumps({"name": name, "schedule": "0 3 * * *", "folder": "job"}))
+
+    made = run(server, "schedule", "create", "-f", str(spec))
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["schedule"] == "0 3 * * *"
+    listed = run(server, "schedule", "list")
+    assert name in {s["name"] for s in json.loads(listed.stdout)}
+    triggered = run(server, "schedule", "trigger", name)
+    run_id = json.loads(triggered.stdout)["run"]["ID"]
+    waited = run(server, "get", run_id, "--wait", "30")
+    assert json.loads(waited.stdout)["Status"] == "SUCCESS", waited.stdout
+    history = json.loads(run(server, "schedule", "runs", name).stdout)
+    assert [job["ID"] for job in history] == [run_id]
+    assert run(server, "schedule", "disable", name).returncode == 0
+    assert run(server, "schedule", "delete", name).returncode == 0
+    gone = run(server, "schedule", "get", name)
+    assert gone.returncode == 1 and b"404" in gone.stderr and b"Traceback" not in gone.stderr
+
+    spec.write_text(json.dumps({"name": name, "schedule": "@daily", "folder": "nowhere"}))
+    missing = run(server, "schedule", "create", "-f", str(spec))
+    assert missing.returncode == 1 and b"does not exist" in missing.stderr
