@@ -16,16 +16,16 @@ def add_schedule_commands(
     commands: argparse._SubParsersAction, common: argparse.ArgumentParser
 ) -> None:
     schedule = commands.add_parser(
-        "schedule", help="recurring jobs: create -f FILE.json, list, get, trigger, enable, ..."
+        "schedule", help="recurring jobs: create -f FILE.yaml, list, get, trigger, enable, ..."
     )
     verbs = schedule.add_subparsers(dest="verb", metavar="VERB", required=True)
     create = verbs.add_parser(
         "create",
         parents=[common],
-        help="create one from a JSON file: the schedule's fields, and 'folder' (the job folder,"
-        " relative to the file) instead of 'input'",
+        help="create one from a YAML or JSON file: the schedule's fields, and 'folder' (the job"
+        " folder, relative to the file) instead of 'input'",
     )
-    create.add_argument("-f", "--file", type=Path, required=True, metavar="FILE.json")
+    create.add_argument("-f", "--file", type=Path, required=True, metavar="FILE.yaml|json")
     verbs.add_parser("list", parents=[common], help="every schedule")
     for verb, text in (
         ("get", "one schedule"),
@@ -64,14 +64,19 @@ def run_schedule_command(args: argparse.Namespace, client: JobdClient) -> int:
 
 def _read_spec(path: Path) -> tuple[dict[str, object], Path]:
     """The file's fields, and the folder (or zip) it names, found relative to the file."""
+    import yaml  # here: every other command starts without it
+
+    yaml_file = path.suffix.lower() in (".yaml", ".yml")
     try:
-        spec = json.loads(path.read_text())
+        text = path.read_text()
+        spec = yaml.safe_load(text) if yaml_file else json.loads(text)
     except OSError as exc:
         raise ClientError(f"cannot read {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ClientError(f"{path} is not JSON: {exc}") from None
+    except (ValueError, yaml.YAMLError) as exc:
+        kind = "YAML" if yaml_file else "JSON"
+        raise ClientError(f"{path} is not {kind}: {' '.join(str(exc).split())}") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("folder"), str):
-        raise ClientError(f"{path} must be a JSON object with 'folder': the job folder to run")
+        raise ClientError(f"{path} must map 'folder' to the job folder to run, and the rest")
     source = path.parent / str(spec.pop("folder"))
     if not source.exists():
         raise ClientError(f"{source} (the 'folder' of {path}) does not exist")

@@ -115,3 +115,31 @@ def test_schedule_commands_from_a_json_file(server, tmp_path: Path) -> None:
     spec.write_text(json.dumps({"name": name, "schedule": "@daily", "folder": "nowhere"}))
     missing = run(server, "schedule", "create", "-f", str(spec))
     assert missing.returncode == 1 and b"does not exist" in missing.stderr
+
+
+def test_a_yaml_schedule_file_like_chronos(server, tmp_path: Path) -> None:
+    job_folder(tmp_path, "true")
+    name = unique_id("yaml-sched").lower()
+    spec = tmp_path / "nightly.yaml"
+    spec.write_text(
+        f"name: {name}\n"
+        "schedule: '0 2 * * *'\n"
+        "timezone: Europe/Amsterdam\n"
+        "concurrency: forbid\n"
+        "timeout: 10m\n"
+        "retry:\n  max_attempts: 3\n  initial_interval: 10s\n"
+        "env:\n  DATASET: latest\n"
+        "folder: job\n"
+    )
+    made = run(server, "schedule", "create", "-f", str(spec))
+    assert made.returncode == 0, made.stderr
+    created = json.loads(made.stdout)
+    assert (created["timezone"], created["timeout"], created["env"]) == (
+        "Europe/Amsterdam",
+        600.0,
+        ["DATASET"],
+    )
+    assert created["retry"]["max_attempts"] == 3 and created["retry"]["initial_interval"] == 10.0
+    spec.write_text("name: [unclosed\n")
+    bad = run(server, "schedule", "create", "-f", str(spec))
+    assert bad.returncode == 1 and b"is not YAML" in bad.stderr and b"Traceback" not in bad.stderr
