@@ -67,9 +67,13 @@ class SlurmRunner(Loop):
                 ) from None
             raise Unavailable(f"the Slurm job script cannot be written: {exc}") from None
         try:
-            slurm_id = self.executor.submit(slurm_name(job), jobdir, workdir)
+            slurm_id = self.executor.submit(slurm_name(job), jobdir, workdir, job.attempt)
         except SlurmError as exc:
             raise Unavailable(f"Slurm did not take the job: {exc}") from None
+        except OSError as exc:
+            if is_full(exc):
+                raise InsufficientStorage(f"the Slurm job cannot be recorded: {exc}") from None
+            raise Unavailable(f"the Slurm job cannot be recorded: {exc}") from None
         self._submitted(job, slurm_id)
         return self._store.get(job.id) or job
 
@@ -205,7 +209,7 @@ class SlurmRunner(Loop):
 
     def _submit(self, job: Job) -> None:
         jobdir, workdir = self._layout.job_dir(job.id), self._layout.work_dir(job.id)
-        self._submitted(job, self.executor.submit(slurm_name(job), jobdir, workdir))
+        self._submitted(job, self.executor.submit(slurm_name(job), jobdir, workdir, job.attempt))
 
     # -- cancel -----------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ from jobd.executors import runsh
 
 WRAPPER = "slurm-job.sh"
 EXIT_FILE = "slurm-exitcode"
+#: The attempt being submitted: the wrapper, written once, reads it for JOBD_ATTEMPT.
+ATTEMPT_FILE = "slurm-attempt"
 _SQUEUE_FORMAT = "JobID:|,State:|,Reason:|,exit_code:|"
 #: Slurm's end states, and how each reads in a job's Message.
 _END_STATES = {
@@ -101,7 +103,15 @@ class SlurmExecutor:
         lines += [f"#SBATCH {option}" for option in self._defaults]
         lines += _sbatch_lines(run_sh)
         lines += [f"#SBATCH {option}" for option in options]
-        lines += [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
+        lines += [
+            f"export {name}={shlex.quote(value)}"
+            for name, value in env.items()
+            if name != "JOBD_ATTEMPT"
+        ]
+        attempt_file = shlex.quote(str(jobdir / ATTEMPT_FILE))
+        lines += [
+            f'JOBD_ATTEMPT="$(cat {attempt_file} 2>/dev/null || echo 1)"; export JOBD_ATTEMPT'
+        ]
         lines += [
             f"cd {shlex.quote(str(workdir))} || exit 1",
             start,
@@ -112,9 +122,10 @@ class SlurmExecutor:
         ]
         (jobdir / WRAPPER).write_text("\n".join(lines) + "\n")
 
-    def submit(self, name: str, jobdir: Path, workdir: Path) -> int:
-        """sbatch the prepared wrapper as `name`; Slurm's job ID."""
+    def submit(self, name: str, jobdir: Path, workdir: Path, attempt: int = 1) -> int:
+        """sbatch the prepared wrapper as `name`, for `attempt`; Slurm's job ID."""
         (jobdir / EXIT_FILE).unlink(missing_ok=True)  # an earlier attempt's
+        (jobdir / ATTEMPT_FILE).write_text(f"{attempt}\n")
         done = self._run(
             "sbatch",
             "--parsable",
