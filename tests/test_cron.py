@@ -10,6 +10,8 @@ import pytest
 
 from jobd.cron import parse, utc_stamp
 
+pytestmark = pytest.mark.source_only
+
 AMS = ZoneInfo("Europe/Amsterdam")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import requests
 from conftest import (
     assert_status,
@@ -16,6 +17,8 @@ from conftest import (
     timed_job,
     wait_until,
 )
+
+pytestmark = pytest.mark.source_only
 
 
 def _upload(daemon, run_sh: bytes, user: int, service: str | None = None) -> int:

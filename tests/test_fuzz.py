@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.source_only
+
 CHECKS = ",".join(
     (
         "not_a_server_error",

@@ -21,6 +21,8 @@ from jobd.services import Services, ServiceSettings
 from jobd.slots import WaitSlots
 from jobd.store import Store
 
+pytestmark = pytest.mark.source_only
+
 
 @pytest.fixture
 def store(tmp_path):

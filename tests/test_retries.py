@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import assert_error, assert_status, output_files, q, script, unique_id, wait_until
 
+pytestmark = pytest.mark.source_only
+
 
 def flaky(shared: Path, succeed_on: int) -> bytes:
     """run.sh that records its start, and fails until its `succeed_on`th run."""

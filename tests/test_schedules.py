@@ -9,6 +9,8 @@ import time
 import pytest
 from conftest import assert_error, assert_status, b64, make_zip, output_files, script, wait_until
 
+pytestmark = pytest.mark.source_only
+
 
 def create(daemon, name: str, run_sh: bytes, **fields):
     body = {"name": name, "schedule": "@every 2s", "input": b64(make_zip({"run.sh": run_sh}))}
