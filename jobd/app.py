@@ -37,6 +37,8 @@ from jobd.userapi import user_routes
 log = logging.getLogger("jobd")
 
 MAX_WAIT = 60.0
+#: The most jobs one page of GET /api/jobs lists.
+MAX_LISTED = 1000
 _HTTP_CODES = {
     400: "bad_request",
     404: "not_found",
@@ -128,6 +130,15 @@ def parse_wait(value: str | None) -> float:
     return min(seconds, MAX_WAIT)
 
 
+def _whole(text: str | None, name: str, low: int, high: int) -> int | None:
+    """A whole-number query parameter within bounds (None if absent); a 400 otherwise."""
+    if text is None or text == "":
+        return None
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+        raise BadRequest(f"'{name}' must be a whole number from {low} to {high}, not {text!r}")
+    return int(text)
+
+
 def _with_output(job: Job, zipped: BinaryIO, status: int, slots: WaitSlots) -> HTTPResponse:
     """The job object with Output streamed as base64 from a zip file, never held whole."""
     body = job.wire()
@@ -179,6 +190,22 @@ def create_app(config: Config, service: JobService) -> Bottle:
     @app.get("/api/services")
     def services() -> HTTPResponse:
         return json_response(service.services())
+
+    @app.get("/api/jobs")
+    def jobs() -> HTTPResponse:
+        """Newest first, without Output; the next page is `?before=<the last IntID>`."""
+        query = request.query
+        status = query.get("status") or None
+        if status is not None and status.upper() not in {s.value for s in JobStatus}:
+            raise BadRequest(
+                f"'status' must be one of {', '.join(s.value for s in JobStatus)}, not {status!r}"
+            )
+        limit = _whole(query.get("limit"), "limit", 1, MAX_LISTED) or 50
+        before = _whole(query.get("before"), "before", 0, 2**63 - 1)
+        found = service.store.newest(status and JobStatus(status.upper()), limit, before)
+        return json_response(
+            [{k: v for k, v in job.wire().items() if k != "Output"} for job in found]
+        )
 
     @app.post("/api/upload")
     def upload() -> HTTPResponse:

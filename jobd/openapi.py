@@ -366,6 +366,11 @@ SCHEMAS: dict[str, dict] = {
 }
 
 _PENDING = _json(_ref("Job"), "not finished (202 with --pending-status 202)")
+#: A job in a list: the job object without Output.
+SCHEMAS["ListedJob"] = SCHEMAS["Job"] | {
+    "required": [key for key in SCHEMAS["Job"]["required"] if key != "Output"]
+}
+
 PATHS: dict[str, dict] = {
     "/api/upload": {
         "post": {
@@ -446,6 +451,22 @@ PATHS: dict[str, dict] = {
                 "404": _error("unknown ID"),
                 "410": _error("removed"),
                 "503": _error("too many followers now"),
+            },
+        }
+    },
+    "/api/jobs": {
+        "get": {
+            "operationId": "listJobs",
+            "summary": "Jobs newest first, without Output; the next page is ?before=<last IntID>",
+            "parameters": [
+                _query("status", {"enum": [status.value for status in JobStatus]}, "only these"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "most, 50"),
+                _query("before", {"type": "integer", "minimum": 0}, "older than this IntID"),
+            ],
+            "responses": {
+                "200": _json({"type": "array", "items": _ref("ListedJob")}, "the jobs"),
+                "400": _error("a bad status, limit or before"),
+                **_AUTH,
             },
         }
     },

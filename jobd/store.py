@@ -334,6 +334,19 @@ class Store:
         with self._tx() as db:
             db.execute("DELETE FROM schedules WHERE name = ?", (name,))
 
+    def newest(self, status: JobStatus | None, limit: int, before: int | None) -> list[Job]:
+        """Jobs newest first, from below `before` (an IntID): one index range, so the cost
+        follows `limit`, not how many jobs are stored."""
+        where, params = ["expired = 0"], list[object]()
+        if status is not None:
+            where.append("status = ?")
+            params.append(status.value)
+        if before is not None:
+            where.append("seq < ?")
+            params.append(before)
+        sql = f"WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
+        return self._query(sql, (*params, limit))
+
     def runs_of(self, name: str, limit: int) -> list[Job]:
         """A schedule's runs, newest first (an index, not a scan)."""
         return self._query("WHERE schedule = ? ORDER BY seq DESC LIMIT ?", (name, limit))
