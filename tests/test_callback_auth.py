@@ -11,6 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from conftest import assert_error, script, unique_id, wait_until
 
+pytestmark = pytest.mark.source_only
+
 SECRET = "s3cret-7f1c9e"
 
 

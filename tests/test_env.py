@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from conftest import assert_error, output_files, script, unique_id
 
+pytestmark = pytest.mark.source_only
+
 SHOW = script("env | grep -E '^(GREETING|EMPTY|JOBD_[A-Z_]*|WITH_TOKEN)=' | sort > env.txt")
 
 

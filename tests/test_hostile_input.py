@@ -13,6 +13,8 @@ import pytest
 import requests
 from conftest import assert_error, assert_status, b64, make_zip, script, unique_id, wait_until
 
+pytestmark = pytest.mark.source_only
+
 RUN_SH = script("echo ok")
 GOOD_ZIP = make_zip({"run.sh": RUN_SH})
 TOKEN = "secret"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from conftest import assert_error, assert_status, script, unique_id
 
+pytestmark = pytest.mark.source_only
+
 
 @pytest.fixture(scope="module")
 def server_flags() -> tuple[str, ...]:

@@ -14,6 +14,8 @@ import pytest
 import requests
 from conftest import assert_error, assert_status, script, unique_id, wait_until
 
+pytestmark = pytest.mark.source_only
+
 JOB_WAIT = 20.0
 HELLO = script('echo "hello" > out.txt')
 
