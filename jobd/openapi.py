@@ -14,7 +14,7 @@ import zipfile
 from typing import Any
 
 from jobd import __version__
-from jobd.models import JOB_ID_PATTERN, JobStatus
+from jobd.models import JOB_ID_PATTERN, SERVICE_PATTERN, JobStatus
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -709,7 +709,10 @@ PATHS: dict[str, dict] = {
                                     "items": {"type": "string", "format": "binary"},
                                 },
                                 "user_id": {"type": "string", "pattern": "^[0-9]+$"},
-                                "service": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                                "service": {
+                                    "type": "string",
+                                    "pattern": f"^{SERVICE_PATTERN.pattern}$",
+                                },
                             },
                         }
                     }

@@ -59,7 +59,7 @@ def orchestrator_routes(app: Bottle, config: Config, service: JobService, slots:
         refuse_large_body(config.max_upload)
         form = read_form()
         parts = [(_part_path(name, part.raw_filename), part.file) for name, part in form.files]
-        job = service.submit_files(parts, retry=form_retry(form.fields))
+        job = service.intake.files(parts, retry=form_retry(form.fields))
         request.environ["jobd.job_id"] = job.id
         return json_response(payload(job, service))
 

@@ -31,7 +31,7 @@ from jobd.lifecycle import Lifecycle
 from jobd.local_runner import LocalRunner, Reconciler
 from jobd.loop import Loop
 from jobd.metrics import Metrics
-from jobd.models import DEFAULT_SERVICE, Job, JobStatus, RetryPolicy, int_id, valid_job_id
+from jobd.models import Job, JobStatus, int_id, valid_job_id
 from jobd.retention import Retention
 from jobd.schedules import Schedules
 from jobd.services import report as services_report
@@ -122,15 +122,6 @@ class JobService:
 
     def submit(self, body: BinaryIO, limit: int) -> Job:
         return self.intake.upload(body, limit)
-
-    def submit_files(
-        self,
-        parts: list[tuple[str, BinaryIO]],
-        user_id: int | None = None,
-        service: str = DEFAULT_SERVICE,
-        retry: RetryPolicy | None = None,
-    ) -> Job:
-        return self.intake.files(parts, user_id, service, retry)
 
     def cancel(self, ref: str | int) -> Job:
         """Cancel a queued or running job; returns once its processes are gone."""

@@ -58,7 +58,7 @@ def user_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlo
                 f"'service' must be letters, digits, '-' and '_', 1 to 64 of them, not {name!r}"
             )
         parts = [(_file_path(part.raw_filename), part.file) for _, part in form.files]
-        job = service.submit_files(parts, user_id, name, form_retry(form.fields))
+        job = service.intake.files(parts, user_id, name, form_retry(form.fields))
         request.environ["jobd.job_id"] = job.id
         return json_response(status_body(job), 201)
 
