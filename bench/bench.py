@@ -828,7 +828,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="where to put the temporary directory (default: the system's)",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.tmp_dir is not None:
+        problem = tmp_dir_problem(args.tmp_dir)
+        if problem:  # one line, not argparse's usage: the rest of the command line was fine
+            p.exit(2, f"bench.py: error: --tmp-dir {args.tmp_dir} {problem}\n")
+    return args
+
+
+def tmp_dir_problem(path: str) -> str | None:
+    """What keeps `path` from holding the bench's temporary directory, for a person."""
+    if not os.path.exists(path):
+        return (
+            "does not exist; create it first (a fast disk, e.g. a folder in /dev/shm),"
+            " or leave --tmp-dir out for the system's"
+        )
+    if not os.path.isdir(path):
+        return "is not a directory; give a directory, or leave --tmp-dir out for the system's"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return "is not writable by this user; give a directory you can write to"
+    return None
 
 
 def positive_int(text: str) -> int:

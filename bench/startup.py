@@ -101,6 +101,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.runs < 1 or args.health_runs < 1:
         parser.error("--runs and --health-runs must be at least 1")
+    if args.tmp_dir is not None:
+        try:
+            args.tmp_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            parser.exit(  # one line, not argparse's usage: the rest was fine
+                2,
+                f"startup.py: error: --tmp-dir {args.tmp_dir}: cannot create it"
+                f" ({exc.strerror}); give a directory you can write to, or leave --tmp-dir"
+                " out for the system's\n",
+            )
     return args
 
 
@@ -323,8 +333,6 @@ def main(argv: list[str] | None = None) -> int:
     if not os.access(binary, os.X_OK):
         print(f"startup: the frozen binary {binary} is not executable", file=sys.stderr)
         return 1
-    if args.tmp_dir is not None:
-        args.tmp_dir.mkdir(parents=True, exist_ok=True)
     binary = binary.resolve()
     size = binary.stat().st_size
     frozen = Subject(label=str(binary), command=[str(binary)], frozen=True)

@@ -19,6 +19,7 @@ from jobd.config import Config
 from jobd.errors import BadRequest, JobdError, NotFound, Unauthorized
 from jobd.metrics import CONTENT_TYPE_LATEST
 from jobd.models import Job, JobStatus
+from jobd.multipart import json_body
 from jobd.openapi import docs_page, spec
 from jobd.orchestrator import orchestrator_routes
 from jobd.responses import (
@@ -32,6 +33,7 @@ from jobd.responses import (
 from jobd.schedule_api import schedule_routes
 from jobd.service import JobService
 from jobd.slots import WaitSlots
+from jobd.status_page import SignIn, status_routes
 from jobd.userapi import user_routes
 
 log = logging.getLogger("jobd")
@@ -82,7 +84,10 @@ def _check_path() -> None:
         raise NotFound("there is no such path: it is not valid UTF-8") from None
 
 
-def _require_token(token: str | None) -> Callable[[Callable[..., object]], Callable[..., object]]:
+def _require_token(
+    token: str | None, signin: SignIn
+) -> Callable[[Callable[..., object]], Callable[..., object]]:
+    """The bearer header on every route; for reading routes, also the status page's cookie."""
     expected = f"bearer {token}".encode()  # the scheme is case-insensitive (RFC 7235)
 
     def plugin(callback: Callable[..., object]) -> Callable[..., object]:
@@ -94,7 +99,10 @@ def _require_token(token: str | None) -> Callable[[Callable[..., object]], Calla
             given = request.get_header("Authorization", "").encode()
             scheme, _, credentials = given.partition(b" ")
             given = scheme.lower() + b" " + credentials if credentials else given
-            if not hmac.compare_digest(given, expected):
+            if not hmac.compare_digest(given, expected) and not signin.cookie_opens():
+                form = signin.form_instead()
+                if form is not None:
+                    return form
                 raise Unauthorized(
                     "this jobd needs a token: send the header 'Authorization: Bearer <token>'"
                     if not given
@@ -161,7 +169,8 @@ def _with_output(job: Job, zipped: BinaryIO, status: int, slots: WaitSlots) -> H
 def create_app(config: Config, service: JobService) -> Bottle:
     app = Bottle()
     slots = WaitSlots(config.threads)
-    auth = _require_token(config.token)
+    signin = SignIn(config.token)
+    auth = _require_token(config.token, signin)
     app.install(_errors_as_json)
     app.install(auth)
 
@@ -210,7 +219,7 @@ def create_app(config: Config, service: JobService) -> Bottle:
     @app.post("/api/upload")
     def upload() -> HTTPResponse:
         refuse_large_body(config.max_upload)
-        job = service.submit(request.environ["wsgi.input"], config.max_upload)
+        job = service.submit(json_body(request.environ["wsgi.input"]), config.max_upload)
         request.environ["jobd.job_id"] = job.id
         return json_response(job.wire(), 201)
 
@@ -256,6 +265,7 @@ def create_app(config: Config, service: JobService) -> Bottle:
     orchestrator_routes(app, config, service, slots)
     user_routes(app, config, service, slots)
     schedule_routes(app, config, service)
+    status_routes(app, signin, skip=[auth])
     return app
 
 

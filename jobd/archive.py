@@ -147,8 +147,9 @@ def _normal_name(info: zipfile.ZipInfo) -> str:
     return name
 
 
-def check_zip(archive: zipfile.ZipFile, limits: Limits) -> list[zipfile.ZipInfo]:
-    """Check every entry against the limits and path rules before anything is written."""
+def check_zip(archive: zipfile.ZipFile, limits: Limits, job: bool = True) -> list[zipfile.ZipInfo]:
+    """Check every entry against the limits and path rules before anything is written; a
+    `job`'s zip must also hold run.sh (a result need not: its run.sh may have removed itself)."""
     entries = archive.infolist()
     if len(entries) > limits.max_files:
         raise TooLarge(
@@ -176,22 +177,24 @@ def check_zip(archive: zipfile.ZipFile, limits: Limits) -> list[zipfile.ZipInfo]
         raise TooLarge(
             f"the zip unpacks to {declared} bytes; this jobd accepts at most {limits.max_unpacked}"
         )
-    run_sh = next((i for i in entries if _normal_name(i) == "run.sh"), None)
-    if run_sh is None:
+    if job and not any(_normal_name(info) == "run.sh" for info in entries):
         raise BadRequest("the zip has no run.sh at its root; put run.sh next to the inputs")
     return entries
 
 
-def extract(zip_path: Path, dest: Path, limits: Limits) -> None:
-    """Unpack a job's zip into `dest`, counting the bytes really written (headers can lie)."""
+def extract(
+    zip_path: Path, dest: Path, limits: Limits, what: str = "'input'", job: bool = True
+) -> None:
+    """Unpack a zip (`what`, for messages) into `dest`, counting the bytes really written
+    (headers can lie); `job`: it must hold run.sh."""
     try:
         with zipfile.ZipFile(zip_path) as archive:
-            entries = check_zip(archive, limits)
+            entries = check_zip(archive, limits, job)
             written = 0
             for info in entries:
                 written = _extract_one(archive, info, dest, written, limits.max_unpacked)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
-        raise BadRequest(f"'input' is not a valid zip: {exc}") from None
+        raise BadRequest(f"{what} is not a valid zip: {exc}") from None
     except NotImplementedError as exc:
         raise BadRequest(f"the zip uses a feature jobd cannot read: {exc}") from None
     except UnicodeDecodeError:

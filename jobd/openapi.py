@@ -89,6 +89,9 @@ _NAME = {
     "description": "the schedule's name",
 }
 
+#: A field of the Go jobd's job object that an upload may carry and jobd ignores.
+_GO_IGNORED = {"description": "the Go jobd's job field: taken and ignored"}
+
 SCHEMAS: dict[str, dict] = {
     "Job": {
         "type": "object",
@@ -131,7 +134,16 @@ SCHEMAS: dict[str, dict] = {
     "Upload": {
         "type": "object",
         "required": ["input"],
+        "description": "Field names match in any letter case, as in Go's encoding/json; a field"
+        " jobd does not know is a 400. The Go jobd's job fields are taken too, so its clients"
+        " may send a whole job object: ID, Input and Slurml are id, input and slurml; Status,"
+        " Message, Output, LastUpdated and SlurmID are ignored.",
+        "additionalProperties": False,
         "properties": {
+            **{
+                name: _GO_IGNORED
+                for name in ("Status", "Message", "Output", "LastUpdated", "SlurmID")
+            },
             "id": {"type": "string", "pattern": f"^{JOB_ID_PATTERN.pattern}$"},
             "input": {
                 "type": "string",
@@ -623,12 +635,45 @@ PATHS: dict[str, dict] = {
     "/": {
         "get": {
             "operationId": "ping",
-            "summary": "A one-line ping",
+            "summary": "A one-line ping; with Accept: text/html, the status page (recent jobs)",
             "responses": {
-                "200": {"description": "text", "content": {"text/plain": {"schema": _TEXT}}},
-                **_AUTH,
+                "200": {
+                    "description": "the ping's text, or the page for a browser",
+                    "content": {"text/plain": {"schema": _TEXT}, "text/html": {"schema": _TEXT}},
+                },
+                "401": {
+                    "description": "a token is set and the request lacks it or has another;"
+                    " with Accept: text/html, the page's sign-in form",
+                    "content": {
+                        "application/json": {"schema": _ref("Error")},
+                        "text/html": {"schema": _TEXT},
+                    },
+                },
             },
-        }
+        },
+        "post": {
+            "operationId": "signIn",
+            "summary": "The status page's sign-in form: the token as a field; sets a cookie"
+            " that opens reading (GET) routes to this browser",
+            "security": [],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/x-www-form-urlencoded": {
+                        "schema": {"type": "object", "properties": {"token": _TEXT}}
+                    }
+                },
+            },
+            "responses": {
+                "303": {"description": "signed in (or no token is set): to the page"},
+                "400": _error("no token field: not the form"),
+                "401": {
+                    "description": "the token is missing or wrong: the form again",
+                    "content": {"text/html": {"schema": _TEXT}},
+                },
+                "413": _error("larger than the form"),
+            },
+        },
     },
     "/load": {
         "get": {

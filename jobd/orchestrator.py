@@ -16,6 +16,7 @@ from jobd.multipart import form_retry, read_form
 from jobd.responses import json_response, refuse_large_body, zip_response
 from jobd.service import JobService
 from jobd.slots import WaitSlots
+from jobd.status_page import status_page, wants_page
 
 #: job-orchestrator's payload states, spelled as its deserializer expects.
 _PAYLOAD_STATUS = {
@@ -48,6 +49,8 @@ def load() -> float:
 def orchestrator_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlots) -> None:
     @app.get("/")
     def ping() -> HTTPResponse:
+        if wants_page():  # a browser: the status page (jobd/status_page.py)
+            return status_page(service)
         return HTTPResponse(f"jobd {__version__}\n", 200, {"Content-Type": "text/plain"})
 
     @app.get("/load")
@@ -57,7 +60,7 @@ def orchestrator_routes(app: Bottle, config: Config, service: JobService, slots:
     @app.post("/submit")
     def submit() -> HTTPResponse:
         refuse_large_body(config.max_upload)
-        form = read_form()
+        form = read_form("/submit")
         parts = [(_part_path(name, part.raw_filename), part.file) for name, part in form.files]
         job = service.intake.files(parts, retry=form_retry(form.fields))
         request.environ["jobd.job_id"] = job.id

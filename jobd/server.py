@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import resource
@@ -206,6 +207,19 @@ def _stopper(service: JobService) -> Callable[[int, FrameType | None], None]:
     return stop
 
 
+#: What to do when the address cannot be listened on, by errno.
+_OTHER_PORT = "choose another port with --port (or JOBD_PORT)"
+_OTHER_ADDRESS = (
+    "choose another address with --host (or JOBD_HOST) or port with --port (or JOBD_PORT)"
+)
+_LISTEN_FIXES = {
+    errno.EADDRINUSE: f"is another jobd running? {_OTHER_PORT}",
+    errno.EACCES: f"this user may not listen there (ports below 1024 need root); {_OTHER_PORT}",
+    errno.EADDRNOTAVAIL: "no network interface here has that address; choose another with"
+    " --host (or JOBD_HOST), e.g. 0.0.0.0 for all",
+}
+
+
 def serve(config: Config) -> int:
     layout = Layout(config.data_dir)
     try:
@@ -256,7 +270,13 @@ def serve(config: Config) -> int:
             send_bytes=1,
         )
     except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror)
+        log.error(
+            "cannot listen on %s:%s: %s; %s",
+            config.host,
+            config.port,
+            exc.strerror,
+            _LISTEN_FIXES.get(exc.errno or 0, _OTHER_ADDRESS),
+        )
         store.close()
         return 1
     tune(server)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -28,10 +29,47 @@ class Upload:
     callback_auth: str | None = None  # checked, as JSON
 
 
+#: The fields `_validate` reads, lower case: names match in any case, as in Go's encoding/json.
+UPLOAD_FIELDS = (
+    "id",
+    "input",
+    "timeout",
+    "retry",
+    "env",
+    "callback_url",
+    "callback",
+    "slurml",
+    "slurm",
+    "slurm_options",
+)
+#: The Go jobd's Job fields: its clients may send a whole job object, so these are taken too
+#: (those jobd does not read are ignored).
+GO_JOB_FIELDS = ("id", "status", "message", "output", "input", "lastupdated", "slurmid", "slurml")
+
+
 def read_upload(stream: BinaryIO, limit: int, sink: Callable[[bytes], None]) -> Upload:
     """Send the base64 of `input` to `sink` in pieces; check and return the other fields."""
     fields = scan_object(stream, limit, "input", sink, '{"input": "<base64 zip>"}')
+    refuse_unknown(fields, UPLOAD_FIELDS, "the upload", GO_JOB_FIELDS)
     return _validate({name.lower(): value for name, value in fields.items()})
+
+
+def refuse_unknown(
+    names: Iterable[str], known: tuple[str, ...], where: str, ignored: Iterable[str] = ()
+) -> None:
+    """A 400 for the first name (in any case) that is neither `known` nor `ignored`: a
+    misspelt field would otherwise be dropped without a word. `known` is what jobd takes."""
+    taken = {*known, *ignored}
+    for name in names:
+        if name.lower() not in taken:
+            raise BadRequest(unknown_field(name, known, where))
+
+
+def unknown_field(name: str, known: tuple[str, ...], where: str) -> str:
+    """`unknown field 'timout' in the upload: did you mean 'timeout'? jobd takes ...`."""
+    close = difflib.get_close_matches(name.lower(), known, n=1)
+    guess = f": did you mean {close[0]!r}?" if close else ";"
+    return f"unknown field {name!r} in {where}{guess} jobd takes {', '.join(known)}"
 
 
 def _validate(fields: dict[str, object]) -> Upload:

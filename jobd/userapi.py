@@ -45,7 +45,7 @@ def user_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlo
     @app.post("/upload")
     def upload() -> HTTPResponse:
         refuse_large_body(config.max_upload)
-        form = read_form()
+        form = read_form("/upload")
         if "file" in form.fields:  # Bottle reads a part with an empty file name as a field
             raise BadRequest(
                 "a 'file' part has an empty file name; send files as -F 'file=@path' (a path"

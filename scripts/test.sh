@@ -11,6 +11,10 @@ pip install --quiet '.[test]'
 if ! dpkg -s busybox-static >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq busybox-static >/dev/null
 fi
+# the status page's browser test drives Debian's chromium through its chromedriver (as root)
+if [ "$(id -u)" = 0 ] && ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
 
 # munged wants every parent of its socket traversable: a fresh dir right under /tmp
 cluster=$(mktemp -d /tmp/jobd-slurm-XXXXXX)

@@ -235,7 +235,7 @@ def test_the_64kib_field_limit_holds_for_every_kind_of_value(server, field, valu
 def test_an_escaped_emoji_is_utf8(server):
     """json.dumps writes an emoji as a surrogate pair; that is valid JSON and valid UTF-8."""
     job_id = unique_id("emoji")
-    body = json.dumps(_upload_body(job_id, note="smile \U0001f600 please"))
+    body = json.dumps(_upload_body(job_id, env={"NOTE": "smile \U0001f600 please"}))
     assert "\\ud83d\\ude00" in body
     resp = server.post_raw(body.encode())
     assert_status(resp, 201)

@@ -1,0 +1,402 @@
+"""GET / in a browser (Accept: text/html) is the status page: the newest jobs with their logs
+and results, refreshing itself while one runs; curl's GET / keeps job-orchestrator's ping.
+With a token the page signs the browser in through a form and a cookie that only reads. Over
+HTTP with requests, and in a real browser (Debian's chromium, driven by selenium)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import zipfile
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urljoin
+
+import pytest
+import requests
+from conftest import assert_error, assert_status, script, unique_id
+
+TOKEN = "status-page-token-3f9a"
+#: What Chromium sends when it navigates to a page.
+BROWSER_ACCEPT = (
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,"
+    "image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7"
+)
+HTML = {"Accept": BROWSER_ACCEPT}
+#: Where the browser test leaves its screenshots (gitignored).
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def server_flags() -> tuple[str, ...]:
+    return ("--token", TOKEN, "--workers", "3", "--kill-grace", "1s")
+
+
+class Page(HTMLParser):
+    """What the page shows: its refresh, its forms, its links, and its job rows by column."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.refresh: str | None = None
+        self.forms: list[dict[str, str | None]] = []
+        self.inputs: list[dict[str, str | None]] = []
+        self.hrefs: list[str] = []
+        self.headers: list[str] = []
+        self.rows: dict[str, dict[str, str]] = {}  # by job ID: column -> text
+        self.links: dict[str, dict[str, str]] = {}  # by job ID: label -> href
+        self._row: str | None = None
+        self._cells: list[str] = []
+        self._buffer: list[str] | None = None
+        self._anchor: tuple[str, list[str]] | None = None
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "meta" and (found.get("http-equiv") or "").lower() == "refresh":
+            self.refresh = found.get("content")
+        elif tag == "form":
+            self.forms.append(found)
+        elif tag == "input":
+            self.inputs.append(found)
+        elif tag == "a":
+            self.hrefs.append(found.get("href") or "")
+            self._anchor = (found.get("href") or "", [])
+        elif tag == "tr" and (found.get("id") or "").startswith("job-"):
+            self._row, self._cells = (found.get("id") or "")[4:], []
+        elif tag in ("td", "th"):
+            self._buffer = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._anchor is not None:
+            href, words = self._anchor
+            if self._row is not None:
+                self.links.setdefault(self._row, {})[" ".join("".join(words).split())] = href
+            self._anchor = None
+        elif tag in ("td", "th") and self._buffer is not None:
+            text = " ".join("".join(self._buffer).split())
+            (self._cells if tag == "td" else self.headers).append(text)
+            self._buffer = None
+        elif tag == "tr" and self._row is not None:
+            self.rows[self._row] = dict(zip(self.headers, self._cells, strict=True))
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        if self._buffer is not None:
+            self._buffer.append(data)
+        if self._anchor is not None:
+            self._anchor[1].append(data)
+
+
+def page_of(resp: requests.Response) -> Page:
+    assert_status(resp, 200)
+    assert resp.headers["Content-Type"].startswith("text/html"), resp.headers
+    return Page(resp.text)
+
+
+def signed_in(daemon) -> requests.Session:
+    """A session holding the cookie the sign-in form gives; no Authorization header."""
+    session = requests.Session()
+    resp = session.post(
+        daemon.url + "/", data={"token": daemon.token}, allow_redirects=False, timeout=10
+    )
+    assert_status(resp, 303)
+    return session
+
+
+def version_of(daemon) -> str:
+    return requests.get(daemon.url + "/health", timeout=10).json()["version"]
+
+
+# --------------------------------------------------------------------------- the ping
+
+
+def test_curl_still_gets_the_ping(server) -> None:
+    ping = server.api("GET", "/", headers={"Accept": "*/*"})
+    assert_status(ping, 200)
+    assert ping.text == f"jobd {version_of(server)}\n"
+    assert ping.headers["Content-Type"] == "text/plain"
+    for accept in ("*/*", "application/json", "text/plain", "text/html;q=0"):
+        # as before the page: the ping is behind the token, and says so in JSON
+        refused = server.api("GET", "/", token=None, headers={"Accept": accept})
+        assert_error(refused, 401)
+        assert refused.headers["WWW-Authenticate"] == "Bearer"
+        assert server.api("GET", "/", headers={"Accept": accept}).text == ping.text
+    assert_error(requests.get(server.url + "/", timeout=10), 401)  # requests' default Accept
+
+
+def test_an_open_daemon_shows_the_page_and_the_ping(jobd) -> None:
+    daemon = jobd.start("--workers", "1")
+    ping = requests.get(daemon.url + "/", headers={"Accept": "*/*"}, timeout=10)
+    assert_status(ping, 200)
+    assert (ping.text, ping.headers["Content-Type"]) == (
+        f"jobd {version_of(daemon)}\n",
+        "text/plain",
+    )
+    page = page_of(requests.get(daemon.url + "/", headers=HTML, timeout=10))
+    assert "No jobs yet" in page.text and "jobd submit myjob/ --wait" in page.text
+    assert page.refresh is None and page.rows == {}
+    assert f"jobd {version_of(daemon)}" in page.text
+    # nothing to sign in to: the form's POST goes back to the page, and sets no cookie
+    posted = requests.post(daemon.url + "/", data={"token": "x"}, allow_redirects=False, timeout=10)
+    assert_status(posted, 303)
+    assert "Set-Cookie" not in posted.headers
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def test_the_page_lists_jobs_links_them_and_refreshes_while_one_runs(jobd, gates) -> None:
+    daemon = jobd.start("--token", TOKEN, "--workers", "2")
+    gate = gates()
+    done_id, failed_id, busy_id = unique_id("done"), unique_id("failed"), unique_id("busy")
+    daemon.submit({"run.sh": script("echo 'hello from the finished job'")}, job_id=done_id)
+    daemon.submit({"run.sh": script("echo 'it broke' >&2\nexit 3")}, job_id=failed_id)
+    daemon.wait_done(done_id)
+    daemon.wait_done(failed_id)
+    daemon.submit({"run.sh": script(f"echo 'still at it'\n{gate.shell}")}, job_id=busy_id)
+    daemon.wait_status(busy_id, "RUNNING")
+
+    page = page_of(daemon.api("GET", "/", headers=HTML))
+    assert page.refresh == "5", "a job runs: the page reloads itself"
+    assert list(page.rows) == [busy_id, failed_id, done_id], "newest first"
+    done, failed, busy = page.rows[done_id], page.rows[failed_id], page.rows[busy_id]
+    assert done_id in done["Job"] and done["Status"] == "SUCCESS" and done["Exit code"] == "0"
+    assert failed["Status"] == "FAILED" and failed["Exit code"] == "3"
+    assert busy["Status"] == "RUNNING" and busy["Exit code"] == "—"
+    assert busy["Duration"].startswith("running for "), busy
+    assert done["Duration"].endswith(" s") and done["Created (UTC)"][:2] == "20", done
+    assert "exited with code 3" in failed["Message"], failed
+
+    def fetch(href: str) -> requests.Response:
+        return daemon.api("GET", "/" + href.removeprefix("/"))
+
+    links = page.links
+    assert fetch(links[done_id]["stdout"]).text == "hello from the finished job\n"
+    assert fetch(links[failed_id]["stderr"]).text == "it broke\n"
+    assert fetch(links[busy_id]["stdout"]).text == "still at it\n"
+    result = fetch(links[done_id]["result.zip"])
+    assert_status(result, 200)
+    assert result.headers["Content-Type"] == "application/zip"
+    assert "attachment" in result.headers["Content-Disposition"]
+    files = zipfile.ZipFile(io.BytesIO(result.content))
+    assert files.read("jobd.stdout") == b"hello from the finished job\n"
+    kept = zipfile.ZipFile(io.BytesIO(fetch(links[failed_id]["files.zip"]).content))
+    assert kept.read("jobd.stderr") == b"it broke\n"
+    so_far = zipfile.ZipFile(io.BytesIO(fetch(links[busy_id]["files so far"]).content))
+    assert so_far.read("jobd.stdout") == b"still at it\n"
+
+    gate.open()
+    daemon.wait_done(busy_id)
+    page = page_of(daemon.api("GET", "/", headers=HTML))
+    assert page.refresh is None, "nothing runs: no reloading"
+    assert page.rows[busy_id]["Status"] == "SUCCESS"
+    assert "result.zip" in page.links[busy_id]
+
+
+@pytest.mark.source_only
+def test_values_are_escaped_and_ids_quoted_in_links() -> None:
+    """No job ID the API accepts holds markup (see JOB_ID_PATTERN), so a hostile job is made
+    in memory and rendered: the source's page function, as the daemon calls it."""
+    from jobd.models import Job, JobStatus
+    from jobd.status_page import render
+
+    hostile = "<script>alert('x')</script>&\"'"
+    jobs = [
+        Job(
+            hostile,
+            JobStatus.SUCCESS,
+            seq=7,
+            message=hostile,
+            created_at=1.0,
+            exit_code=0,
+            started_at=1.0,
+            finished_at=2.0,
+        ),
+        Job("a b/c", JobStatus.FAILED, seq=8, message="<b>bold</b>", created_at=1.0),
+    ]
+    text = render(jobs, {"SUCCESS": 1, "FAILED": 1}, now=3.0)
+    assert "<script>" not in text and "<b>bold" not in text
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&amp;&quot;&#x27;" in text
+    page = Page(text)
+    assert page.rows.keys() == {hostile, "a b/c"}
+    assert "api/logs/%3Cscript%3Ealert%28%27x%27%29%3C%2Fscript%3E%26%22%27" in page.hrefs
+    assert "api/logs/a%20b%2Fc?stream=stderr" in page.hrefs
+
+
+# --------------------------------------------------------------------------- the token
+
+
+def test_without_a_credential_a_browser_gets_the_sign_in_form(server) -> None:
+    for extra in ({}, {"Authorization": "Bearer wrong"}, {"Cookie": f"jobd-{server.port}=forged"}):
+        resp = server.api("GET", "/", token=None, headers={**HTML, **extra})
+        assert_status(resp, 401)
+        assert resp.headers["Content-Type"].startswith("text/html")
+        form = Page(resp.text)
+        assert [f.get("method") for f in form.forms] == ["post"]
+        assert [(i.get("name"), i.get("type")) for i in form.inputs] == [("token", "password")]
+        assert form.rows == {}, "no job is shown before signing in"
+
+
+@pytest.mark.parametrize("given", ["wrong", TOKEN + "x", TOKEN[:-1], ""])
+def test_a_wrong_token_is_refused_with_the_form(server, given) -> None:
+    resp = requests.post(server.url + "/", data={"token": given}, allow_redirects=False, timeout=10)
+    assert_status(resp, 401)
+    assert "Set-Cookie" not in resp.headers
+    assert ("token is wrong" if given else "Enter the token") in resp.text
+    assert len(Page(resp.text).forms) == 1
+
+
+def test_a_post_without_the_token_field_is_not_the_form(server) -> None:
+    for body in ({"tokens": TOKEN}, None):
+        resp = requests.post(server.url + "/", data=body, allow_redirects=False, timeout=10)
+        assert "token" in assert_error(resp, 400)["message"]
+    big = {"token": "x" * 10_000}
+    assert_error(requests.post(server.url + "/", data=big, timeout=10), 413)
+
+
+def test_the_right_token_gives_a_cookie_that_opens_the_page_and_its_links(server, gates):
+    resp = requests.post(server.url + "/", data={"token": TOKEN}, allow_redirects=False, timeout=10)
+    assert_status(resp, 303)
+    assert resp.headers["Location"] == "./"
+    cookie = resp.headers["Set-Cookie"]
+    attributes = {part.strip().lower() for part in cookie.split(";")[1:]}
+    assert {"httponly", "samesite=strict", "path=/"} <= attributes, cookie
+    assert TOKEN not in cookie, "the cookie is not the token"
+
+    gate = gates()
+    job_id = unique_id("cookie")
+    server.submit({"run.sh": script(f"echo 'seen with a cookie'\n{gate.shell}")}, job_id=job_id)
+    server.wait_status(job_id, "RUNNING")
+    browser = requests.Session()  # follows the 303, as a browser does
+    assert_status(browser.post(server.url + "/", data={"token": TOKEN}, timeout=10), 200)
+    page = page_of(browser.get(server.url + "/", headers=HTML, timeout=10))
+    assert page.rows[job_id]["Status"] == "RUNNING"
+    assert TOKEN not in page.text, "the token is never in the page"
+    assert all("token" not in href.lower() for href in page.hrefs), page.hrefs
+    stdout = browser.get(urljoin(server.url + "/", page.links[job_id]["stdout"]), timeout=10)
+    assert stdout.text == "seen with a cookie\n"
+    so_far = browser.get(urljoin(server.url + "/", page.links[job_id]["files so far"]), timeout=10)
+    assert zipfile.ZipFile(io.BytesIO(so_far.content)).read("jobd.stdout") == stdout.content
+    assert_status(browser.head(server.url + "/", headers=HTML, timeout=10), 200)
+    assert_status(browser.get(server.url + "/api/jobs", timeout=10), 200)  # any reading route
+
+    # A page on another site can make a browser POST here with its cookies: they never act.
+    number = page.rows[job_id]["Job"].split("#")[-1]
+    for path in (f"/api/cancel/{job_id}", f"/kill/{number}", f"/terminate/{number}"):
+        assert_error(browser.post(server.url + path, timeout=10), 401)
+    assert server.job(job_id)["Status"] == "RUNNING"
+    gate.open()
+    server.wait_done(job_id)
+
+
+def test_a_restart_ends_the_sign_in(jobd) -> None:
+    daemon = jobd.start("--token", TOKEN, "--workers", "1")
+    browser = signed_in(daemon)
+    assert_status(browser.get(daemon.url + "/", headers=HTML, timeout=10), 200)
+    daemon.stop()
+    daemon.start().wait_ready()
+    assert_status(browser.get(daemon.url + "/", headers=HTML, timeout=10), 401)
+
+
+# --------------------------------------------------------------------------- a real browser
+
+
+def _chromium() -> tuple[str, str]:
+    found = shutil.which("chromium"), shutil.which("chromedriver")
+    if None in found:
+        pytest.skip(
+            "Debian's chromium and chromium-driver are not installed (scripts/test.sh installs"
+            " them as root: apt-get install chromium chromium-driver)"
+        )
+    pytest.importorskip("selenium", reason="selenium is missing: pip install '.[test]'")
+    return found  # type: ignore[return-value]
+
+
+def test_in_a_real_browser(jobd, gates) -> None:
+    browser_path, driver_path = _chromium()
+    from selenium import webdriver
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    daemon = jobd.start("--token", TOKEN, "--workers", "2")
+    gate = gates()
+    done_id, busy_id = unique_id("analysis"), unique_id("simulation")
+    failed_id = unique_id("fit")
+    daemon.submit({"run.sh": script("echo 'hello from the finished job'")}, job_id=done_id)
+    daemon.submit({"run.sh": script("echo 'no input.csv' >&2\nexit 2")}, job_id=failed_id)
+    daemon.wait_done(done_id)
+    daemon.wait_done(failed_id)
+    daemon.submit({"run.sh": script(f"echo 'step 1 of 3'\n{gate.shell}")}, job_id=busy_id)
+    daemon.wait_status(busy_id, "RUNNING")
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser_path
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,800",
+        "--disable-gpu",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+    wait = WebDriverWait(driver, 20, ignored_exceptions=(StaleElementReferenceException,))
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        driver.get(daemon.url + "/")
+        field = wait.until(lambda d: d.find_element(By.NAME, "token"))
+        field.send_keys("not the token")
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait.until(lambda d: "token is wrong" in d.find_element(By.TAG_NAME, "main").text)
+        driver.save_screenshot(str(ARTIFACTS / "status-page-sign-in.png"))
+        field = driver.find_element(By.NAME, "token")
+        field.send_keys(TOKEN)
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+        def row_text(job_id: str) -> str:
+            return wait.until(lambda d: d.find_element(By.ID, f"job-{job_id}").text)
+
+        wait.until(lambda d: d.find_elements(By.ID, f"job-{busy_id}"))
+        assert TOKEN not in driver.current_url
+        done, failed, busy = row_text(done_id), row_text(failed_id), row_text(busy_id)
+        assert "FAILED" in failed and " 2 " in f" {failed} " and "files.zip" in failed, failed
+        assert done_id in done and "SUCCESS" in done and " 0 " in f" {done} ", done
+        assert busy_id in busy and "RUNNING" in busy and "running for" in busy, busy
+        assert "result.zip" in done and "stdout" in busy
+        hrefs = [a.get_attribute("href") or "" for a in driver.find_elements(By.TAG_NAME, "a")]
+        assert hrefs and all(TOKEN not in href for href in hrefs), hrefs
+        driver.save_screenshot(str(ARTIFACTS / "status-page.png"))
+        driver.execute_cdp_cmd(
+            "Emulation.setEmulatedMedia",
+            {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
+        )
+        driver.save_screenshot(str(ARTIFACTS / "status-page-dark.png"))
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+        # what a person does next: open the finished job's output (in a new tab, so that
+        # the page goes on refreshing), read it, and come back
+        page_tab = driver.current_window_handle
+        driver.find_element(By.ID, f"job-{done_id}").find_element(By.LINK_TEXT, "stdout").click()
+        wait.until(lambda d: len(d.window_handles) == 2)
+        driver.switch_to.window(next(h for h in driver.window_handles if h != page_tab))
+        wait.until(
+            lambda d: "hello from the finished job" in d.find_element(By.TAG_NAME, "body").text
+        )
+        assert driver.current_url == f"{daemon.url}/api/logs/{done_id}"
+        driver.close()
+        driver.switch_to.window(page_tab)
+
+        gate.open()
+        daemon.wait_done(busy_id)
+        # the page reloads itself while the job ran: it now shows it finished, unprompted
+        wait.until(lambda d: "SUCCESS" in d.find_element(By.ID, f"job-{busy_id}").text)
+        assert not driver.find_elements(By.CSS_SELECTOR, "meta[http-equiv='refresh']")
+        print(f"screenshots: {ARTIFACTS}/status-page*.png")
+    finally:
+        driver.quit()
+    assert all((ARTIFACTS / name).stat().st_size > 0 for name in os.listdir(ARTIFACTS))
