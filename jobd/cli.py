@@ -21,6 +21,8 @@ from jobd.config import CLIENT_OPTIONS, OPTIONS, ClientConfig, Config, Option
 from jobd.errors import ConfigError
 from jobd.schedule_cli import add_schedule_commands, run_schedule_command
 
+#: What a shell reports for a process ended by SIGPIPE.
+EXIT_BROKEN_PIPE = 128 + 13
 COMMANDS = (
     "serve",
     "submit",
@@ -100,6 +102,9 @@ def _run_client(args: argparse.Namespace) -> int:
         if args.command == "schedule":
             return run_schedule_command(args, client)
         return run_client_command(args, client)
+    except BrokenPipeError:  # `jobd logs ID | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except NotFinished as exc:
         print(f"jobd: {exc}: no result yet", file=sys.stderr)
         return EXIT_PENDING

@@ -41,6 +41,7 @@ JobList = list[Job]  # named out here: `JobdClient.list` hides the builtin insid
 Progress = Callable[[int, int], None]
 #: One long-poll's length: the daemon answers sooner when the job finishes.
 _POLL = 60.0
+_LONGEST_LINE = 1 << 20
 #: `_request`'s timeout when none is given: the client's own.
 _DEFAULT_TIMEOUT = -1.0
 #: A result is unpacked with the daemon's path rules but without its size limits.
@@ -174,7 +175,8 @@ class JobdClient:
         stderr: bool = False,
     ) -> Iterator[str]:
         """run.sh's output lines (without their newline): what it wrote so far, or with
-        `follow`, each line as it is written until the job ends."""
+        `follow`, each line as it is written until the job ends. An unknown job fails here,
+        not at the first line; a line over 1 MiB comes in 1 MiB pieces (memory stays bounded)."""
         query = urlencode(
             {"stream": "stderr" if stderr else "stdout"} | ({"follow": 1} if follow else {})
         )
@@ -185,9 +187,7 @@ class JobdClient:
         )
         if response.status != 200:
             raise self._fail(response)
-        with contextlib.closing(response):
-            while line := response.readline():
-                yield line.rstrip(b"\n").decode(errors="replace")
+        return _lines(response)
 
     def list(
         self,
@@ -330,6 +330,12 @@ def _check_source(source: Path) -> None:
         raise ClientError(f"{source} is the script itself; give its folder ({folder}/) instead")
     elif not zipfile.is_zipfile(source):
         raise ClientError(f"{source} is not a zip; give a job folder (holding run.sh) or a zip")
+
+
+def _lines(response: http.client.HTTPResponse) -> Iterator[str]:
+    with contextlib.closing(response):
+        while line := response.readline(_LONGEST_LINE):
+            yield line.rstrip(b"\n").decode(errors="replace")
 
 
 def _discard(_: bytes) -> None:

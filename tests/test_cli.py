@@ -83,6 +83,7 @@ def test_the_readme_lists_every_flag_with_its_variables():
 
 
 @pytest.mark.parametrize("option", [o for o in OPTIONS if refuses(o)], ids=lambda o: o.flag)
+@pytest.mark.source_only
 @pytest.mark.parametrize("given_as", ["flag", "env"])
 def test_every_bad_value_is_one_line_before_start_up(tmp_path, option, given_as):
     """Flag or variable: exit 2 with one line naming it, and the data dir is never touched."""

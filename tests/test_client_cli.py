@@ -111,6 +111,7 @@ def test_submit_wait_hands_back_the_files_and_run_sh_exit_code(server, tmp_path:
     assert "FAILED, exit code 4" in failed.stdout
 
 
+@pytest.mark.source_only
 def test_default_results_folder_and_a_taken_one(server, tmp_path: Path) -> None:
     folder = job_folder(tmp_path, "echo hi > hi.txt")
     job_id = unique_id("cli-default")
@@ -195,6 +196,7 @@ def test_logs_follow_shows_lines_as_they_are_written(server, tmp_path: Path, gat
     assert run(server, "logs", job_id, "--stderr").stdout == "to-stderr\n"
 
 
+@pytest.mark.source_only
 def test_status_result_and_get(server, tmp_path: Path, gates) -> None:
     job_id = unique_id("cli-status")
     assert (
@@ -245,6 +247,7 @@ def test_status_result_and_get(server, tmp_path: Path, gates) -> None:
     assert zipfile.ZipFile(zipped).read("jobd.stdout") == b""
 
 
+@pytest.mark.source_only
 def test_list_is_a_table_newest_first_and_pages(server, tmp_path: Path) -> None:
     folder = job_folder(tmp_path, "exit 0")
     ids = [unique_id(f"cli-list{n}") for n in range(3)]
@@ -281,6 +284,7 @@ def test_list_is_a_table_newest_first_and_pages(server, tmp_path: Path) -> None:
     assert run(server, "list", "--status", "FAILED", "--limit", "1000", "--json").returncode == 0
 
 
+@pytest.mark.source_only
 def test_every_error_is_one_line_and_a_non_zero_exit(server, tmp_path: Path) -> None:
     port = free_port()
     down = run(server, "list", "--url", f"http://127.0.0.1:{port}")
@@ -308,6 +312,7 @@ def test_every_error_is_one_line_and_a_non_zero_exit(server, tmp_path: Path) -> 
     one_line(run(server, "version"), 2, "--version")
 
 
+@pytest.mark.source_only
 def test_an_expired_job_is_410_in_one_line(jobd, tmp_path: Path) -> None:
     daemon = jobd.start("--retention", "1s", "--token", TOKEN)
     job_id = unique_id("cli-expired")
@@ -381,6 +386,7 @@ def _link(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
     ],
     ids=["dotdot", "absolute", "symlink"],
 )
+@pytest.mark.source_only
 def test_result_refuses_unsafe_zip_entries(hostile, tmp_path: Path, entry) -> None:
     url, handler = hostile
     handler.entries[:] = [(zipfile.ZipInfo("fine.txt"), b"ok"), entry]
@@ -457,6 +463,7 @@ def test_health_is_an_exit_status(server) -> None:
     )
 
 
+@pytest.mark.source_only
 def test_schedule_commands_from_a_json_file(server, tmp_path: Path) -> None:
     job_folder(tmp_path, "cat data/deep/in.txt > out.txt")  # tmp_path/job, named by the file
     name = unique_id("cli-sched").lower()
@@ -510,3 +517,22 @@ def test_a_yaml_schedule_file_like_chronos(server, tmp_path: Path) -> None:
     spec.write_text("name: [unclosed\n")
     bad = run(server, "schedule", "create", "-f", str(spec))
     assert bad.returncode == 1 and "is not YAML" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.source_only
+def test_a_reader_that_stops_early_is_not_an_error(server, tmp_path: Path) -> None:
+    """`jobd logs ID | head -1`: no traceback, the exit a shell expects after SIGPIPE."""
+    folder = job_folder(tmp_path, "seq 1 300000")  # far more than a pipe holds
+    job_id = unique_id("cli-pipe")
+    assert (
+        run(
+            server, "submit", str(folder), "--id", job_id, "--wait", "-o", "o", cwd=tmp_path
+        ).returncode
+        == 0
+    )
+    reader = start(server, "logs", job_id)
+    assert reader.stdout is not None and reader.stderr is not None
+    assert reader.stdout.readline() == "1\n"
+    reader.stdout.close()
+    assert reader.wait(30) == 141
+    assert reader.stderr.read() == ""

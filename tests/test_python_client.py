@@ -105,6 +105,8 @@ def test_errors_carry_the_daemons_message(server, client: JobdClient, tmp_path: 
     with pytest.raises(ClientError) as unknown:
         client.get("no-such-job")
     assert unknown.value.status == 404 and "no-such-job" in unknown.value.message
+    with pytest.raises(ClientError, match="no-such-job"):
+        client.logs("no-such-job")  # at the call, not at the first line
     with pytest.raises(ClientError) as no_token:
         JobdClient(server.url).list()
     assert no_token.value.status == 401

@@ -229,6 +229,7 @@ def test_values_are_escaped_and_ids_quoted_in_links() -> None:
 # --------------------------------------------------------------------------- the token
 
 
+@pytest.mark.source_only
 def test_without_a_credential_a_browser_gets_the_sign_in_form(server) -> None:
     for extra in ({}, {"Authorization": "Bearer wrong"}, {"Cookie": f"jobd-{server.port}=forged"}):
         resp = server.api("GET", "/", token=None, headers={**HTML, **extra})
@@ -241,6 +242,7 @@ def test_without_a_credential_a_browser_gets_the_sign_in_form(server) -> None:
 
 
 @pytest.mark.parametrize("given", ["wrong", TOKEN + "x", TOKEN[:-1], ""])
+@pytest.mark.source_only
 def test_a_wrong_token_is_refused_with_the_form(server, given) -> None:
     resp = requests.post(server.url + "/", data={"token": given}, allow_redirects=False, timeout=10)
     assert_status(resp, 401)
@@ -249,6 +251,7 @@ def test_a_wrong_token_is_refused_with_the_form(server, given) -> None:
     assert len(Page(resp.text).forms) == 1
 
 
+@pytest.mark.source_only
 def test_a_post_without_the_token_field_is_not_the_form(server) -> None:
     for body in ({"tokens": TOKEN}, None):
         resp = requests.post(server.url + "/", data=body, allow_redirects=False, timeout=10)
@@ -292,6 +295,7 @@ def test_the_right_token_gives_a_cookie_that_opens_the_page_and_its_links(server
     server.wait_done(job_id)
 
 
+@pytest.mark.source_only
 def test_a_restart_ends_the_sign_in(jobd) -> None:
     daemon = jobd.start("--token", TOKEN, "--workers", "1")
     browser = signed_in(daemon)
