@@ -154,24 +154,26 @@ def _submit(args: argparse.Namespace, client: JobdClient) -> int:
     if not args.wait:
         _print_job(job) if args.json else print(job_id)
         return 0
-    with status_line() as show:
-        if show is not None:
-            _watch(client, job, show)
     out = out or Path(f"{job_id}-results")
-    if out.suffix.lower() == ".zip":
-        job = client.save_result(job_id, out, None)
-    else:
-        job = client.download(job_id, out, None)
+    with status_line() as show:
+        job = _fetch(client, job, out, show)
     _print_job(job) if args.json else print(f"{_outcome(job)}; results in {out}", flush=True)
     return exit_code(job)
 
 
-def _watch(client: JobdClient, job: Job, show: Callable[[Job], None]) -> None:
-    """Keep a terminal's status line live until the job ends (one-second long-polls: the
-    last one also carries the result, which is passed over and fetched again to unpack)."""
-    while not is_terminal(job.get("Status")):
+def _fetch(client: JobdClient, job: Job, out: Path, show: Callable[[Job], None] | None) -> Job:
+    """Wait for the job and unpack its result into `out` (or save the zip, for a .zip): one
+    long wait, or on a terminal one-second ones that keep the status line live. Only the
+    answer that finds the job finished carries the result, so it is fetched once."""
+    fetch = client.save_result if out.suffix.lower() == ".zip" else client.download
+    if show is None:
+        return fetch(str(job["ID"]), out, None)
+    while True:
         show(job)
-        job = client.get(str(job["ID"]), wait=1.0)
+        try:
+            return fetch(str(job["ID"]), out, 1.0)
+        except NotFinished as pending:
+            job = pending.job
 
 
 def _get(args: argparse.Namespace, client: JobdClient) -> int:
