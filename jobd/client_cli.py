@@ -155,8 +155,15 @@ def _submit(args: argparse.Namespace, client: JobdClient) -> int:
         _print_job(job) if args.json else print(job_id)
         return 0
     out = out or Path(f"{job_id}-results")
-    with status_line() as show:
-        job = _fetch(client, job, out, show)
+    try:
+        with status_line() as show:
+            job = _fetch(client, job, out, show)
+    except KeyboardInterrupt:
+        print(
+            f"jobd: interrupted; job {job_id} keeps running (jobd cancel {job_id} ends it)",
+            file=sys.stderr,
+        )
+        return EXIT_CANCELLED
     _print_job(job) if args.json else print(f"{_outcome(job)}; results in {out}", flush=True)
     return exit_code(job)
 

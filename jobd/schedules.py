@@ -27,7 +27,7 @@ from jobd.loop import Loop
 from jobd.metrics import Metrics
 from jobd.models import NO_RETRY, Job, JobSpec, JobStatus, Schedule, rfc3339
 from jobd.store import Store
-from jobd.upload import parse_env, parse_retry, parse_timeout
+from jobd.upload import parse_env, parse_retry, parse_timeout, unknown_field
 
 log = logging.getLogger("jobd")
 
@@ -73,11 +73,10 @@ def check_name(name: object) -> str:
 def check_settings(fields: dict[str, object], base: dict[str, object] | None = None) -> dict:
     """The settings of a new schedule (`base` None) or a change to one; a 400 that says what
     is wrong."""
-    unknown = set(fields) - {*SETTINGS, "name", "input", "enabled"}
+    known = ("name", "input", *SETTINGS, "enabled")
+    unknown = sorted(set(fields) - set(known))
     if unknown:
-        raise BadRequest(
-            f"a schedule has no field {min(unknown)!r}; it takes {', '.join(SETTINGS)}"
-        )
+        raise BadRequest(unknown_field(unknown[0], known, "a schedule"))
     settings = dict(base or {"timezone": "UTC", "concurrency": "forbid", "slurml": False})
     settings.update({key: value for key, value in fields.items() if key in SETTINGS})
     if "schedule" not in settings:

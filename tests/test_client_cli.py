@@ -11,6 +11,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import threading
 import time
@@ -536,3 +537,29 @@ def test_a_reader_that_stops_early_is_not_an_error(server, tmp_path: Path) -> No
     reader.stdout.close()
     assert reader.wait(30) == 141
     assert reader.stderr.read() == ""
+
+
+@pytest.mark.source_only
+def test_ctrl_c_while_waiting_leaves_the_job_running(server, tmp_path: Path, gates) -> None:
+    gate = gates()
+    job_id = unique_id("cli-int")
+    waiting = start(
+        server,
+        "submit",
+        str(job_folder(tmp_path, gate.shell)),
+        "--id",
+        job_id,
+        "--wait",
+        cwd=tmp_path,
+    )
+    try:
+        wait_running(server, job_id)
+        waiting.send_signal(signal.SIGINT)
+        out, err = waiting.communicate(timeout=30)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 130, (out, err)
+    assert err.splitlines() == [
+        f"jobd: interrupted; job {job_id} keeps running (jobd cancel {job_id} ends it)"
+    ]
+    assert server.job(job_id)["Status"] == "RUNNING"

@@ -114,6 +114,19 @@ def test_the_upload_schema_refuses_what_jobd_refuses(server):
 # --------------------------------------------------------------------------- wrong route
 
 
+def test_a_misspelt_schedule_field_is_refused_with_did_you_mean(server):
+    body = {"name": unique_id("typo").lower(), "schedul": "@daily", "input": b64(GOOD_ZIP)}
+    error = assert_error(server.api("POST", "/api/schedules", json=body), 400)
+    assert "unknown field 'schedul' in a schedule: did you mean 'schedule'?" in error["message"]
+    named = server.api("GET", "/api/schedules").json()
+    assert body["name"] not in {s["name"] for s in named}
+    good = {key: value for key, value in body.items() if key != "schedul"}
+    made = server.api("POST", "/api/schedules", json=good | {"schedule": "@daily"})
+    assert_status(made, 201)
+    patched = server.api("PATCH", f"/api/schedules/{body['name']}", json={"timezon": "UTC"})
+    assert "did you mean 'timezone'?" in assert_error(patched, 400)["message"]
+
+
 def test_json_sent_to_submit_names_the_json_route(server):
     before = server.job_dirs()
     resp = requests.post(f"{server.url}/submit", json={"input": b64(GOOD_ZIP)}, timeout=30)
