@@ -11,6 +11,7 @@ commands use it, so a container with only the binary can drive (or health-check)
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import itertools
 import json
@@ -31,6 +32,7 @@ from jobd.archive import (
     extract,
     zip_directory,
 )
+from jobd.disk import is_full
 from jobd.errors import JobdError
 from jobd.jsonstream import scan_object
 from jobd.models import is_terminal
@@ -130,20 +132,25 @@ class JobdClient:
         dest = Path(dest_dir)
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
             raise ClientError(f"{dest} already exists and is not an empty folder; choose another")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".jobd-result-") as scratch:
-            zipped = Path(scratch) / "result.zip"
-            with open(zipped, "wb") as out:
-                job = self._wait(id, timeout, out)
-            try:
-                extract(zipped, Path(scratch) / "files", _RESULT_LIMITS, "the result", job=False)
-            except JobdError as exc:
-                raise ClientError(f"the result of job {id!r} is refused: {exc.message}") from None
-            unpacked = Path(scratch) / "files"
-            unpacked.mkdir(exist_ok=True)  # an empty result is an empty folder
-            if dest.exists():
-                dest.rmdir()
-            unpacked.rename(dest)
+        with _storing(id, dest.parent):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".jobd-result-") as scratch:
+                zipped = Path(scratch) / "result.zip"
+                with open(zipped, "wb") as out:
+                    job = self._wait(id, timeout, out)
+                try:
+                    extract(
+                        zipped, Path(scratch) / "files", _RESULT_LIMITS, "the result", job=False
+                    )
+                except JobdError as exc:
+                    raise ClientError(
+                        f"the result of job {id!r} is refused: {exc.message}"
+                    ) from None
+                unpacked = Path(scratch) / "files"
+                unpacked.mkdir(exist_ok=True)  # an empty result is an empty folder
+                if dest.exists():
+                    dest.rmdir()
+                unpacked.rename(dest)
         return job
 
     def save_result(
@@ -157,7 +164,7 @@ class JobdClient:
         target = Path(out)
         partial = target.with_name(f".{target.name}.part")
         try:
-            with open(partial, "wb") as result:
+            with _storing(id, target.parent), open(partial, "wb") as result:
                 job = self._wait(id, timeout, result)
             partial.replace(target)
         finally:
@@ -330,6 +337,19 @@ def _check_source(source: Path) -> None:
         raise ClientError(f"{source} is the script itself; give its folder ({folder}/) instead")
     elif not zipfile.is_zipfile(source):
         raise ClientError(f"{source} is not a zip; give a job folder (holding run.sh) or a zip")
+
+
+@contextlib.contextmanager
+def _storing(job_id: str, where: Path) -> Iterator[None]:
+    """A full or read-only disk while a result is written: one sentence, not an errno."""
+    try:
+        yield
+    except OSError as exc:
+        if not (is_full(exc) or exc.errno in (errno.EROFS, errno.EACCES)):
+            raise
+        raise ClientError(
+            f"cannot store the result of job {job_id!r} in {where}: {exc.strerror}"
+        ) from None
 
 
 def _lines(response: http.client.HTTPResponse) -> Iterator[str]:

@@ -563,3 +563,21 @@ def test_ctrl_c_while_waiting_leaves_the_job_running(server, tmp_path: Path, gat
         f"jobd: interrupted; job {job_id} keeps running (jobd cancel {job_id} ends it)"
     ]
     assert server.job(job_id)["Status"] == "RUNNING"
+
+
+@pytest.mark.source_only
+def test_a_full_disk_while_storing_a_result_is_one_line_and_leaves_nothing(
+    server, tmp_path: Path, small_disk: Path
+) -> None:
+    folder = job_folder(tmp_path, "head -c 50000000 /dev/urandom > big.bin")  # over the 40 MB
+    job_id = unique_id("cli-full")
+    kept = tmp_path / "kept.zip"
+    assert (
+        run(server, "submit", str(folder), "--id", job_id, "--wait", "-o", str(kept)).returncode
+        == 0
+    )
+    unpacked = run(server, "result", job_id, "-o", str(small_disk / "out"))
+    one_line(unpacked, 1, f"cannot store the result of job '{job_id}'", "No space left on device")
+    zipped = run(server, "get", job_id, "--out", str(small_disk / "result.zip"))
+    one_line(zipped, 1, "No space left on device")
+    assert list(small_disk.iterdir()) == []  # no partial zip, no half-unpacked folder

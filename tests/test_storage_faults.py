@@ -4,32 +4,9 @@ ends, and no worker is lost. Needs root to mount the tmpfs."""
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
-import pytest
 from conftest import assert_error, assert_status, script, unique_id, wait_until
-
-DISK_SIZE = "40m"
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE}", "tmpfs", str(disk)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def fill(path: Path, leave: int = 0) -> None:
