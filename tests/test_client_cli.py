@@ -148,26 +148,34 @@ def test_a_timed_out_job_exits_124(server, tmp_path: Path) -> None:
     assert "FAILED" in done.stdout
 
 
-def test_cancel_ends_a_waiting_submit_with_130(server, tmp_path: Path, gates) -> None:
-    gate = gates()
-    job_id = unique_id("cli-cancel")
-    waiting = start(
-        server,
-        "submit",
-        str(job_folder(tmp_path, gate.shell)),
-        "--id",
-        job_id,
-        "--wait",
-        cwd=tmp_path,
-    )
+def waiting_submit(
+    server,
+    tmp_path: Path,
+    gates,
+    prefix: str,
+    meanwhile: Callable[[str, subprocess.Popen[str]], None],
+) -> tuple[str, subprocess.Popen[str], str, str]:
+    """`submit --wait` of a job held RUNNING, and `meanwhile(job_id, process)` once it runs;
+    the job's ID, the process once it ended, and what it printed."""
+    job_id = unique_id(prefix)
+    folder = job_folder(tmp_path, gates().shell)
+    waiting = start(server, "submit", str(folder), "--id", job_id, "--wait", cwd=tmp_path)
     try:
         wait_running(server, job_id)
-        cancelled = run(server, "cancel", job_id)
-        assert cancelled.returncode == 0, cancelled.stderr
-        assert cancelled.stdout.splitlines() == [f"{job_id} CANCELLED"]
+        meanwhile(job_id, waiting)
         out, err = waiting.communicate(timeout=30)
     finally:
         waiting.kill()
+    return job_id, waiting, out, err
+
+
+def test_cancel_ends_a_waiting_submit_with_130(server, tmp_path: Path, gates) -> None:
+    def cancel(job_id: str, _: subprocess.Popen[str]) -> None:
+        cancelled = run(server, "cancel", job_id)
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert cancelled.stdout.splitlines() == [f"{job_id} CANCELLED"]
+
+    job_id, waiting, out, err = waiting_submit(server, tmp_path, gates, "cli-cancel", cancel)
     assert waiting.returncode == 130, (out, err)
     assert f"{job_id} CANCELLED" in out
     again = run(server, "cancel", job_id)
@@ -541,23 +549,10 @@ def test_a_reader_that_stops_early_is_not_an_error(server, tmp_path: Path) -> No
 
 @pytest.mark.source_only
 def test_ctrl_c_while_waiting_leaves_the_job_running(server, tmp_path: Path, gates) -> None:
-    gate = gates()
-    job_id = unique_id("cli-int")
-    waiting = start(
-        server,
-        "submit",
-        str(job_folder(tmp_path, gate.shell)),
-        "--id",
-        job_id,
-        "--wait",
-        cwd=tmp_path,
-    )
-    try:
-        wait_running(server, job_id)
+    def interrupt(_: str, waiting: subprocess.Popen[str]) -> None:
         waiting.send_signal(signal.SIGINT)
-        out, err = waiting.communicate(timeout=30)
-    finally:
-        waiting.kill()
+
+    job_id, waiting, out, err = waiting_submit(server, tmp_path, gates, "cli-int", interrupt)
     assert waiting.returncode == 130, (out, err)
     assert err.splitlines() == [
         f"jobd: interrupted; job {job_id} keeps running (jobd cancel {job_id} ends it)"
