@@ -130,8 +130,7 @@ class JobdClient:
         seconds for it to finish (None: no limit), else NotFinished. Entries that would land
         outside the folder, links and devices are refused before anything is written."""
         dest = Path(dest_dir)
-        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise ClientError(f"{dest} already exists and is not an empty folder; choose another")
+        refuse_taken(dest)
         with _storing(id, dest.parent):
             dest.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".jobd-result-") as scratch:
@@ -337,6 +336,12 @@ def _check_source(source: Path) -> None:
         raise ClientError(f"{source} is the script itself; give its folder ({folder}/) instead")
     elif not zipfile.is_zipfile(source):
         raise ClientError(f"{source} is not a zip; give a job folder (holding run.sh) or a zip")
+
+
+def refuse_taken(folder: Path) -> None:
+    """A result is unpacked only into a new or empty folder: never mixed with other files."""
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ClientError(f"{folder} already exists and is not an empty folder; choose another")
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from jobd.client import ClientError, Job, JobdClient, NotFinished
+from jobd.client import ClientError, Job, JobdClient, NotFinished, refuse_taken
 from jobd.models import is_terminal
 from jobd.terminal import print_jobs, status_line, upload_bar
 
@@ -137,8 +137,8 @@ def run_client_command(args: argparse.Namespace, client: JobdClient) -> int:
 def _submit(args: argparse.Namespace, client: JobdClient) -> int:
     env = dict(_env_item(item) for item in args.env or ())
     out = args.out or (Path(f"{args.id}-results") if args.id else None)
-    if args.wait and out is not None:
-        _check_free(out)
+    if args.wait and out is not None and out.suffix.lower() != ".zip":
+        refuse_taken(out)  # before the job runs, not after
     with upload_bar() as progress:
         job = client.submit(
             args.path,
@@ -247,9 +247,3 @@ def _env_item(item: str) -> tuple[str, str]:
     if match is None:
         raise ClientError(f"--env {item!r} is not NAME=VALUE (a name of letters, digits and _)")
     return match.group(1), match.group(2)
-
-
-def _check_free(out: Path) -> None:
-    """Refuse a taken OUT_DIR before the job runs, not after."""
-    if out.suffix.lower() != ".zip" and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ClientError(f"{out} already exists and is not an empty folder; choose another -o")

@@ -62,6 +62,23 @@ def rfc3339(ts: float | None) -> str | None:
     return text.replace("+00:00", "Z")
 
 
+def span(seconds: float) -> str:
+    """A length of time as a person reads it, on the status page and in the client:
+    < 0.1 s, 4.2 s, 42 s, 3 min 07 s, 2 h 05 min, 1 d 4 h."""
+    if seconds < 0.1:
+        return "< 0.1 s"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    if whole < 86400:
+        return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+    return f"{whole // 86400} d {whole % 86400 // 3600} h"
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How a FAILED attempt runs again: Chronos's retry policy, and its defaults."""

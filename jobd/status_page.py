@@ -22,7 +22,7 @@ from bottle import Bottle, HTTPResponse, request
 
 from jobd import __version__
 from jobd.errors import BadRequest
-from jobd.models import Job, JobStatus
+from jobd.models import Job, JobStatus, span
 from jobd.responses import refuse_large_body
 
 if TYPE_CHECKING:
@@ -325,28 +325,11 @@ def _links(job: Job) -> str:
 
 def _duration(job: Job, now: float) -> str:
     if job.status is JobStatus.QUEUED:
-        return f"queued {_span(now - job.created_at)}"
+        return f"queued {span(now - job.created_at)}"
     if job.started_at is None:
         return "did not run" if job.status.terminal else "starting"
     if job.status is JobStatus.RUNNING:
-        return f"running for {_span(now - job.started_at)}"
+        return f"running for {span(now - job.started_at)}"
     if job.finished_at is None:
         return "—"
-    return _span(job.finished_at - job.started_at)
-
-
-def _span(seconds: float) -> str:
-    """A length of time as a person reads it: < 0.1 s, 4.2 s, 42 s, 3 min 07 s, 2 h 05 min,
-    1 d 4 h."""
-    if seconds < 0.1:
-        return "< 0.1 s"
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    whole = int(seconds)
-    if whole < 60:
-        return f"{whole} s"
-    if whole < 3600:
-        return f"{whole // 60} min {whole % 60:02d} s"
-    if whole < 86400:
-        return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
-    return f"{whole // 86400} d {whole % 86400 // 3600} h"
+    return span(job.finished_at - job.started_at)

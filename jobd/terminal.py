@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 
 from jobd.client import Job, Progress
+from jobd.models import span
 
 #: Uploads smaller than this are over before a bar would be worth drawing.
 BAR_ABOVE = 4 << 20
@@ -78,7 +79,7 @@ def _bar(total: int) -> Iterator[Progress]:
 
 @contextlib.contextmanager
 def status_line() -> Iterator[Callable[[Job], None] | None]:
-    """A live line while a job is waited for (`demo-2  RUNNING  0:12`); None off a terminal."""
+    """A live line while a job is waited for (`demo-2  RUNNING  12 s`); None off a terminal."""
     if not _drawing(sys.stderr):
         yield None
         return
@@ -90,7 +91,7 @@ def status_line() -> Iterator[Callable[[Job], None] | None]:
         def show(job: Job) -> None:
             state = str(job.get("Status"))
             colour = _COLOURS.get(state, "white")
-            elapsed = _duration(time.monotonic() - start)
+            elapsed = span(time.monotonic() - start)
             status.update(f"{job.get('ID')}  [{colour}]{state}[/]  {elapsed}")
 
         yield show
@@ -138,26 +139,11 @@ def _when(stamp: object) -> datetime | None:
 
 def _age(stamp: object, now: datetime) -> str:
     created = _when(stamp)
-    return "-" if created is None else f"{_duration((now - created).total_seconds())} ago"
+    return "-" if created is None else f"{span((now - created).total_seconds())} ago"
 
 
 def _ran(job: Job, now: datetime) -> str:
     started, finished = _when(job.get("StartedAt")), _when(job.get("FinishedAt"))
     if started is None:
         return "-"
-    return _duration(((finished or now) - started).total_seconds())
-
-
-def _duration(seconds: float) -> str:
-    """Short and readable: 0.4s, 12s, 3m05s, 2h05m, 3d04h."""
-    if seconds < 10:
-        return f"{max(seconds, 0):.1f}s"
-    whole = int(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    return span(((finished or now) - started).total_seconds())

@@ -52,6 +52,12 @@ def start(server, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
     )
 
 
+def finished(server, folder: Path, job_id: str, out: Path) -> None:
+    """`submit --wait` of a job that succeeds, its result unpacked into `out`."""
+    done = run(server, "submit", str(folder), "--id", job_id, "--wait", "-o", str(out))
+    assert done.returncode == 0, (done.stdout, done.stderr)
+
+
 def wait_running(server, job_id: str) -> None:
     """Until the job (submitted by a command that may still be starting) is RUNNING."""
 
@@ -208,19 +214,7 @@ def test_logs_follow_shows_lines_as_they_are_written(server, tmp_path: Path, gat
 @pytest.mark.source_only
 def test_status_result_and_get(server, tmp_path: Path, gates) -> None:
     job_id = unique_id("cli-status")
-    assert (
-        run(
-            server,
-            "submit",
-            str(job_folder(tmp_path, "echo hello > out.txt")),
-            "--id",
-            job_id,
-            "--wait",
-            "-o",
-            str(tmp_path / "first"),
-        ).returncode
-        == 0
-    )
+    finished(server, job_folder(tmp_path, "echo hello > out.txt"), job_id, tmp_path / "first")
 
     as_json = run(server, "status", job_id, "--json")
     assert as_json.returncode == 0, as_json.stderr
@@ -261,19 +255,7 @@ def test_list_is_a_table_newest_first_and_pages(server, tmp_path: Path) -> None:
     folder = job_folder(tmp_path, "exit 0")
     ids = [unique_id(f"cli-list{n}") for n in range(3)]
     for job_id in ids:
-        assert (
-            run(
-                server,
-                "submit",
-                str(folder),
-                "--id",
-                job_id,
-                "--wait",
-                "-o",
-                str(tmp_path / job_id),
-            ).returncode
-            == 0
-        )
+        finished(server, folder, job_id, tmp_path / job_id)
     listed = run(server, "list", "--limit", "3", "--json")
     assert listed.returncode == 0, listed.stderr
     jobs = json.loads(listed.stdout)
@@ -325,19 +307,7 @@ def test_every_error_is_one_line_and_a_non_zero_exit(server, tmp_path: Path) -> 
 def test_an_expired_job_is_410_in_one_line(jobd, tmp_path: Path) -> None:
     daemon = jobd.start("--retention", "1s", "--token", TOKEN)
     job_id = unique_id("cli-expired")
-    assert (
-        run(
-            daemon,
-            "submit",
-            str(job_folder(tmp_path, "true")),
-            "--id",
-            job_id,
-            "--wait",
-            "-o",
-            str(tmp_path / "o"),
-        ).returncode
-        == 0
-    )
+    finished(daemon, job_folder(tmp_path, "true"), job_id, tmp_path / "o")
     wait_until(lambda: daemon.get(job_id).status_code == 410, 30, "the job to expire")
     one_line(run(daemon, "status", job_id), 1, job_id, "retention", "410")
     one_line(run(daemon, "result", job_id), 1, "retention", "410")
@@ -533,12 +503,7 @@ def test_a_reader_that_stops_early_is_not_an_error(server, tmp_path: Path) -> No
     """`jobd logs ID | head -1`: no traceback, the exit a shell expects after SIGPIPE."""
     folder = job_folder(tmp_path, "seq 1 300000")  # far more than a pipe holds
     job_id = unique_id("cli-pipe")
-    assert (
-        run(
-            server, "submit", str(folder), "--id", job_id, "--wait", "-o", "o", cwd=tmp_path
-        ).returncode
-        == 0
-    )
+    finished(server, folder, job_id, tmp_path / "o")
     reader = start(server, "logs", job_id)
     assert reader.stdout is not None and reader.stderr is not None
     assert reader.stdout.readline() == "1\n"
@@ -567,10 +532,7 @@ def test_a_full_disk_while_storing_a_result_is_one_line_and_leaves_nothing(
     folder = job_folder(tmp_path, "head -c 50000000 /dev/urandom > big.bin")  # over the 40 MB
     job_id = unique_id("cli-full")
     kept = tmp_path / "kept.zip"
-    assert (
-        run(server, "submit", str(folder), "--id", job_id, "--wait", "-o", str(kept)).returncode
-        == 0
-    )
+    finished(server, folder, job_id, kept)
     unpacked = run(server, "result", job_id, "-o", str(small_disk / "out"))
     one_line(unpacked, 1, f"cannot store the result of job '{job_id}'", "No space left on device")
     zipped = run(server, "get", job_id, "--out", str(small_disk / "result.zip"))

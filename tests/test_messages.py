@@ -168,29 +168,27 @@ def test_a_form_still_reaches_submit(server):
 # --------------------------------------------------------------------------- port in use
 
 
+def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A command as a person runs it from a shell, without input."""
+    return subprocess.run(
+        argv,
+        env=base_env(),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+        check=False,
+    )
+
+
 def test_a_taken_port_says_how_to_choose_another(tmp_path: Path):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(
-            jobd_command(
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(tmp_path / "d"),
-            ),
-            env=base_env(),
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=PROCESS_TIMEOUT,
-            check=False,
-        )
+        argv = ["serve", "--host", "127.0.0.1", "--port", str(port)]
+        done = _run([*jobd_command(*argv), "--data-dir", str(tmp_path / "d")], tmp_path)
     assert done.returncode != 0, done
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -203,16 +201,7 @@ def test_a_taken_port_says_how_to_choose_another(tmp_path: Path):
 
 
 def _bench(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / name), *args],
-        env=base_env(),
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=PROCESS_TIMEOUT,
-        check=False,
-    )
+    return _run([sys.executable, str(REPO_ROOT / "bench" / name), *args], cwd)
 
 
 def _one_line_usage_error(done: subprocess.CompletedProcess[str], path: Path) -> str:

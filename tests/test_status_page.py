@@ -106,6 +106,19 @@ def signed_in(daemon) -> requests.Session:
     return session
 
 
+def three_jobs(daemon, gate, names: tuple[str, str, str]) -> tuple[str, str, str]:
+    """A job that succeeded, one that failed with exit 3 and one held RUNNING by `gate`,
+    newest last; their IDs start with `names`."""
+    done_id, failed_id, busy_id = (unique_id(name) for name in names)
+    daemon.submit({"run.sh": script("echo 'hello from the finished job'")}, job_id=done_id)
+    daemon.submit({"run.sh": script("echo 'it broke' >&2\nexit 3")}, job_id=failed_id)
+    daemon.wait_done(done_id)
+    daemon.wait_done(failed_id)
+    daemon.submit({"run.sh": script(f"echo 'still at it'\n{gate.shell}")}, job_id=busy_id)
+    daemon.wait_status(busy_id, "RUNNING")
+    return done_id, failed_id, busy_id
+
+
 def version_of(daemon) -> str:
     return requests.get(daemon.url + "/health", timeout=10).json()["version"]
 
@@ -151,13 +164,7 @@ def test_an_open_daemon_shows_the_page_and_the_ping(jobd) -> None:
 def test_the_page_lists_jobs_links_them_and_refreshes_while_one_runs(jobd, gates) -> None:
     daemon = jobd.start("--token", TOKEN, "--workers", "2")
     gate = gates()
-    done_id, failed_id, busy_id = unique_id("done"), unique_id("failed"), unique_id("busy")
-    daemon.submit({"run.sh": script("echo 'hello from the finished job'")}, job_id=done_id)
-    daemon.submit({"run.sh": script("echo 'it broke' >&2\nexit 3")}, job_id=failed_id)
-    daemon.wait_done(done_id)
-    daemon.wait_done(failed_id)
-    daemon.submit({"run.sh": script(f"echo 'still at it'\n{gate.shell}")}, job_id=busy_id)
-    daemon.wait_status(busy_id, "RUNNING")
+    done_id, failed_id, busy_id = three_jobs(daemon, gate, ("done", "failed", "busy"))
 
     page = page_of(daemon.api("GET", "/", headers=HTML))
     assert page.refresh == "5", "a job runs: the page reloads itself"
@@ -329,14 +336,7 @@ def test_in_a_real_browser(jobd, gates) -> None:
 
     daemon = jobd.start("--token", TOKEN, "--workers", "2")
     gate = gates()
-    done_id, busy_id = unique_id("analysis"), unique_id("simulation")
-    failed_id = unique_id("fit")
-    daemon.submit({"run.sh": script("echo 'hello from the finished job'")}, job_id=done_id)
-    daemon.submit({"run.sh": script("echo 'no input.csv' >&2\nexit 2")}, job_id=failed_id)
-    daemon.wait_done(done_id)
-    daemon.wait_done(failed_id)
-    daemon.submit({"run.sh": script(f"echo 'step 1 of 3'\n{gate.shell}")}, job_id=busy_id)
-    daemon.wait_status(busy_id, "RUNNING")
+    done_id, failed_id, busy_id = three_jobs(daemon, gate, ("analysis", "fit", "simulation"))
 
     options = webdriver.ChromeOptions()
     options.binary_location = browser_path
@@ -368,7 +368,7 @@ def test_in_a_real_browser(jobd, gates) -> None:
         wait.until(lambda d: d.find_elements(By.ID, f"job-{busy_id}"))
         assert TOKEN not in driver.current_url
         done, failed, busy = row_text(done_id), row_text(failed_id), row_text(busy_id)
-        assert "FAILED" in failed and " 2 " in f" {failed} " and "files.zip" in failed, failed
+        assert "FAILED" in failed and " 3 " in f" {failed} " and "files.zip" in failed, failed
         assert done_id in done and "SUCCESS" in done and " 0 " in f" {done} ", done
         assert busy_id in busy and "RUNNING" in busy and "running for" in busy, busy
         assert "result.zip" in done and "stdout" in busy
