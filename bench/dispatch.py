@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from jobd.dispatch import Fair  # noqa: E402
+from jobd.config.services import Services, ServiceSettings  # noqa: E402
 from jobd.models import Job, JobStatus  # noqa: E402
-from jobd.services import Services, ServiceSettings  # noqa: E402
+from jobd.run.dispatch import Fair  # noqa: E402
 from jobd.store import Store  # noqa: E402
 
 
@@ -32,7 +32,7 @@ def measure(jobs: int, users: int, picks: int) -> tuple[list[float], list[float]
         for n in range(jobs):
             job = Job(f"job-{n}", JobStatus.QUEUED, created_at=now, updated_at=now)
             job.user_id = n % users
-            store.insert(job)
+            store.jobs.insert(job)
         policy = Fair(store, Services(ServiceSettings(runs_per_user=5, max_runs=64)))
         policy.load()
         choose, full = [], []
@@ -41,7 +41,7 @@ def measure(jobs: int, users: int, picks: int) -> tuple[list[float], list[float]
             chosen = policy.next_job(())
             chose = time.perf_counter()
             assert chosen is not None
-            job = store.claim(chosen)
+            job = store.jobs.claim(chosen)
             assert job is not None
             policy.started(job)
             done = time.perf_counter()

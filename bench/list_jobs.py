@@ -25,13 +25,13 @@ def measure(stored: int, limit: int, repeat: int) -> tuple[float, float]:
         now = time.time()
         statuses = (JobStatus.SUCCESS, JobStatus.FAILED, JobStatus.QUEUED)
         for n in range(stored):
-            store.insert(Job(f"job-{n}", statuses[n % 3], created_at=now, updated_at=now))
+            store.jobs.insert(Job(f"job-{n}", statuses[n % 3], created_at=now, updated_at=now))
         newest, by_status = [], []
         for _ in range(repeat):
             started = time.perf_counter()
-            store.newest(None, limit, None)
+            store.jobs.newest(None, limit, None)
             middle = time.perf_counter()
-            store.newest(JobStatus.FAILED, limit, stored // 2)
+            store.jobs.newest(JobStatus.FAILED, limit, stored // 2)
             newest.append(middle - started)
             by_status.append(time.perf_counter() - middle)
         store.close()

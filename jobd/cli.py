@@ -9,17 +9,17 @@ import sys
 from collections.abc import Sequence
 
 from jobd import __version__, frozen, logs
-from jobd.client import ClientError, JobdClient, NotFinished
-from jobd.client_cli import (
+from jobd.client.api import ClientError, JobdClient, NotFinished
+from jobd.client.commands import (
     EXIT_CANCELLED,
     EXIT_ERROR,
     EXIT_PENDING,
     add_client_commands,
     run_client_command,
 )
-from jobd.config import CLIENT_OPTIONS, OPTIONS, ClientConfig, Config, Option
+from jobd.client.schedule_commands import add_schedule_commands, run_schedule_command
+from jobd.config.options import CLIENT_OPTIONS, OPTIONS, ClientConfig, Config, Option
 from jobd.errors import ConfigError
-from jobd.schedule_cli import add_schedule_commands, run_schedule_command
 
 #: What a shell reports for a process ended by SIGPIPE.
 EXIT_BROKEN_PIPE = 128 + 13

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 
 class JobdError(Exception):
     """Base class: `message` is written for a person and says what to change."""
@@ -76,3 +79,17 @@ class DataDirUnusable(Exception):
 
 class DataDirBusy(DataDirUnusable):
     """Another jobd holds the data directory's lock."""
+
+
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_SQLITE_FULL = 13  # sqlite3.SQLITE_FULL, named there from Python 3.11 on
+
+
+def is_full(exc: BaseException) -> bool:
+    """Whether `exc` says the disk (or the user's quota) is full."""
+    if isinstance(exc, OSError):
+        return exc.errno in _FULL
+    if isinstance(exc, sqlite3.OperationalError):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code == _SQLITE_FULL or "disk is full" in str(exc)
+    return False

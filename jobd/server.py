@@ -15,18 +15,19 @@ from typing import Any
 
 import waitress
 
-from jobd import __version__, procs
-from jobd.app import create_app
-from jobd.config import Config
+from jobd import __version__
+from jobd.config.options import Config
 from jobd.errors import DataDirUnusable
-from jobd.executors.local import LocalExecutor
-from jobd.executors.slurm import SlurmExecutor
 from jobd.frozen import exit_with_launcher
-from jobd.layout import Layout
-from jobd.responses import SEND_HEADERS
-from jobd.service import JobService
-from jobd.slots import SMALL_BODY
+from jobd.http.app import create_app
+from jobd.http.responses import SEND_HEADERS
+from jobd.http.slots import SMALL_BODY
+from jobd.jobs.service import JobService
+from jobd.run import procs
+from jobd.run.executors.local import LocalExecutor
+from jobd.run.executors.slurm import SlurmExecutor
 from jobd.store import Store
+from jobd.store.layout import Layout
 
 log = logging.getLogger("jobd")
 

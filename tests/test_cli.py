@@ -18,7 +18,7 @@ from conftest import (
 )
 
 # The option tables are the one source of the flags; the README's table must list them all.
-from jobd.config import CLIENT_OPTIONS, OPTIONS
+from jobd.config.options import CLIENT_OPTIONS, OPTIONS
 
 #: A value no parser but a free-text one accepts: not a number, two lines, an open quote.
 NONSENSE = "lots of\n'"

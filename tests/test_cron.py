@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from jobd.cron import parse, utc_stamp
+from jobd.jobs.cron import parse, utc_stamp
 
 pytestmark = pytest.mark.source_only
 

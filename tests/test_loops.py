@@ -11,15 +11,15 @@ from typing import ClassVar
 import pytest
 from conftest import wait_until
 
-from jobd.callbacks import Callbacks
+from jobd.config.services import Services, ServiceSettings
 from jobd.errors import Unavailable
-from jobd.layout import Layout
+from jobd.http.slots import WaitSlots
+from jobd.jobs.callbacks import Callbacks
+from jobd.jobs.retention import Retention
 from jobd.loop import Loop
 from jobd.models import Job, JobStatus
-from jobd.retention import Retention
-from jobd.services import Services, ServiceSettings
-from jobd.slots import WaitSlots
 from jobd.store import Store
+from jobd.store.layout import Layout
 
 pytestmark = pytest.mark.source_only
 
@@ -36,8 +36,8 @@ def store(tmp_path):
 def finished_job(store: Store, job_id: str, callback_url: str | None = None) -> Job:
     now = time.time()
     job = Job(job_id, JobStatus.QUEUED, callback_url=callback_url, created_at=now, updated_at=now)
-    store.insert(job)
-    ended = store.transition(job_id, JobStatus.SUCCESS, [JobStatus.QUEUED], "done", 0)
+    store.jobs.insert(job)
+    ended = store.jobs.transition(job_id, JobStatus.SUCCESS, [JobStatus.QUEUED], "done", 0)
     assert ended is not None
     return ended
 
@@ -50,11 +50,11 @@ def test_retention_removes_a_job_only_once_its_time_is_up(store):
 
     assert retention.tick(job.finished_at + 3599) == retention.interval
     assert layout.job_dir("old").exists()
-    assert not store.get("old").expired
+    assert not store.jobs.get("old").expired
 
     retention.tick(job.finished_at + 3601)
     assert not layout.job_dir("old").exists()
-    assert store.get("old").expired
+    assert store.jobs.get("old").expired
     assert 0.2 <= retention.interval <= 60
 
 
@@ -95,7 +95,7 @@ def test_callbacks_retry_after_the_gap_the_clock_says(store, hook):
     url, bodies = hook
     job = finished_job(store, "called", callback_url=url)
     outcomes: list[str] = []
-    callbacks = Callbacks(store, lambda job_id: store.get(job_id), 300, outcomes.append)
+    callbacks = Callbacks(store, lambda job_id: store.jobs.get(job_id), 300, outcomes.append)
     start = job.finished_at
 
     assert tick_at(callbacks, start) == pytest.approx(1.0)  # failed: the first retry in 1 s
@@ -115,7 +115,7 @@ def test_callbacks_give_up_once_retry_for_has_passed(store, hook):
     try:
         job = finished_job(store, "abandoned", callback_url=url)
         outcomes: list[str] = []
-        callbacks = Callbacks(store, lambda job_id: store.get(job_id), 5, outcomes.append)
+        callbacks = Callbacks(store, lambda job_id: store.jobs.get(job_id), 5, outcomes.append)
         now = job.finished_at
         for _ in range(10):
             delay = tick_at(callbacks, now)
@@ -124,7 +124,7 @@ def test_callbacks_give_up_once_retry_for_has_passed(store, hook):
             now += delay
         assert outcomes[-1] == "abandoned"
         assert now - job.finished_at <= 5
-        assert store.next_callback_at() is None
+        assert store.outbox.next_at() is None
     finally:
         _Hook.fail = 1
 

@@ -34,8 +34,8 @@ def documented(spec: dict, method: str, path: str, status: int) -> None:
 
 
 def test_every_route_of_the_app_is_described(spec) -> None:
-    from jobd.app import create_app  # routes only: the app is not served here
-    from jobd.config import Config
+    from jobd.config.options import Config
+    from jobd.http.app import create_app  # routes only: the app is not served here
 
     app = create_app(Config.resolve({}, {}), service=None)  # type: ignore[arg-type]  # routes only
     for route in app.routes:

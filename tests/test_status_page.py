@@ -207,8 +207,8 @@ def test_the_page_lists_jobs_links_them_and_refreshes_while_one_runs(jobd, gates
 def test_values_are_escaped_and_ids_quoted_in_links() -> None:
     """No job ID the API accepts holds markup (see JOB_ID_PATTERN), so a hostile job is made
     in memory and rendered: the source's page function, as the daemon calls it."""
+    from jobd.http.status_page import render
     from jobd.models import Job, JobStatus
-    from jobd.status_page import render
 
     hostile = "<script>alert('x')</script>&\"'"
     jobs = [

@@ -1,0 +1,410 @@
+"""The daemon's settings: one frozen Config, every default in one table, flags <-> environment."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from jobd.config.services import (
+    Declaration,
+    Services,
+    ServiceSettings,
+    from_environ,
+    parse_declarations,
+)
+from jobd.config.services import build as build_services
+from jobd.config.units import MAX_TIMEOUT, Reserve, parse_duration, parse_reserve, parse_size
+from jobd.errors import ConfigError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise ValueError(f"{text!r} must be at least 1")
+    return value
+
+
+def _threads(text: str) -> int:
+    """Four threads are kept for requests that answer at once (/health first); long-polls,
+    follows and large downloads need at least one more."""
+    value = _positive_int(text)
+    if value < 5:
+        raise ValueError(
+            f"{text!r} leaves no thread for long-polls, log follows and large downloads:"
+            " 4 are kept for requests that answer at once; use at least 5"
+        )
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{text!r} is not a port number (0-65535)")
+    return value
+
+
+def _job_timeout(text: str) -> float | None:
+    if text.strip().lower() in ("", "none", "0", "off"):
+        return None
+    value = parse_duration(text)
+    if value > MAX_TIMEOUT:
+        raise ValueError(f"{text!r} is longer than a year, the longest time limit of a job")
+    return value or None
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _one_line(text: str) -> str:
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"{text!r} must be on one line")
+    return text
+
+
+def _sbatch_args(text: str) -> tuple[str, ...]:
+    """sbatch options as a shell would split them; each becomes an #SBATCH line."""
+    try:
+        return tuple(_one_line(token) for token in shlex.split(text))
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a list of sbatch options: {exc}") from None
+
+
+def _positive_size(text: str) -> int:
+    value = parse_size(text)
+    if value < 1:
+        raise ValueError(f"{text!r} must be more than 0 bytes")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    """A setting: its flag, the environment variables that may set it, its default and parser."""
+
+    name: str
+    envs: tuple[str, ...]
+    default: str | None
+    parse: Callable[[str], object]
+    help: str
+    metavar: str = ""
+    shown_default: str | None = None  # for --help, where `default` does not say it
+    repeat: bool = False  # a flag given again adds to it; ';' joins them in the variable
+
+    @property
+    def help_text(self) -> str:
+        default = self.shown_default or self.default or "none"
+        return f"{self.help} [env: {', '.join(self.envs)}; default: {default}]"
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", ("JOBD_HOST",), "0.0.0.0", str, "address to listen on", "ADDR"),
+    Option("port", ("JOBD_PORT", "PORT"), "8080", _port, "port to listen on (0 picks one)", "N"),
+    Option(
+        "data_dir",
+        ("JOBD_DATA_DIR", "DATAPATH"),
+        "./data",
+        Path,
+        "where job records and files live; one daemon per data dir",
+        "DIR",
+    ),
+    Option(
+        "workers",
+        ("JOBD_WORKERS",),
+        str(os.cpu_count() or 1),
+        _positive_int,
+        "most local jobs that run at once",
+        "N",
+        "the CPU count",
+    ),
+    Option(
+        "max_upload", ("JOBD_MAX_UPLOAD",), "400MB", _positive_size, "largest HTTP body", "SIZE"
+    ),
+    Option(
+        "max_unpacked",
+        ("JOBD_MAX_UNPACKED",),
+        "4GB",
+        _positive_size,
+        "largest total uncompressed size of a job's zip",
+        "SIZE",
+    ),
+    Option(
+        "max_files",
+        ("JOBD_MAX_FILES",),
+        "100000",
+        _positive_int,
+        "most entries in a job's zip",
+        "N",
+    ),
+    Option(
+        "retention",
+        ("JOBD_RETENTION",),
+        "48h",
+        parse_duration,
+        "how long finished jobs are kept before their files are removed",
+        "DUR",
+    ),
+    Option(
+        "min_free",
+        ("JOBD_MIN_FREE",),
+        "1GB,5%",
+        parse_reserve,
+        "free space kept on the data dir's disk for running jobs' results; below it new jobs"
+        " get 507 (a size, a share like 5%, or both: the smaller counts; 0 keeps none)",
+        "SIZE",
+        "1GB or 5% of the volume, whichever is smaller",
+    ),
+    Option(
+        "token",
+        ("JOBD_TOKEN",),
+        None,
+        str,
+        "require 'Authorization: Bearer TOKEN' on every route but /health (prefer the env var)",
+        "TOKEN",
+    ),
+    Option(
+        "timeout",
+        ("JOBD_TIMEOUT",),
+        None,
+        _job_timeout,
+        "default time limit of a job; a job's own 'timeout' wins",
+        "DUR",
+    ),
+    Option(
+        "pending_status",
+        ("JOBD_PENDING_STATUS",),
+        "206",
+        lambda text: int(_choice("202", "206")(text)),
+        "status of GET /api/get for an unfinished job (202 for clients of the Go jobd)",
+        "206|202",
+    ),
+    Option(
+        "on_restart",
+        ("JOBD_ON_RESTART",),
+        "rerun",
+        _choice("rerun", "fail"),
+        "what happens to jobs that were running when the daemon stopped",
+        "rerun|fail",
+    ),
+    Option(
+        "kill_grace",
+        ("JOBD_KILL_GRACE",),
+        "5s",
+        parse_duration,
+        "time between SIGTERM and SIGKILL when a job is cancelled or times out",
+        "DUR",
+    ),
+    Option(
+        "slurm_partition",
+        ("JOBD_SLURM_PARTITION",),
+        None,
+        _one_line,
+        "default partition of Slurm jobs; a job's own #SBATCH lines win",
+        "NAME",
+    ),
+    Option(
+        "slurm_account",
+        ("JOBD_SLURM_ACCOUNT",),
+        None,
+        _one_line,
+        "default account of Slurm jobs; a job's own #SBATCH lines win",
+        "NAME",
+    ),
+    Option(
+        "slurm_args",
+        ("JOBD_SLURM_ARGS",),
+        "",
+        _sbatch_args,
+        "more default sbatch options, e.g. '--time=1:00:00 --mem=4G'; a job's own win",
+        "ARGS",
+    ),
+    Option(
+        "callback_allow",
+        ("JOBD_CALLBACK_ALLOW",),
+        "",
+        lambda text: tuple(h.strip().lower() for h in text.split(",") if h.strip()),
+        "hosts a job's callback_url may name, comma-separated, * wildcards",
+        "HOSTS",
+        "any",
+    ),
+    Option(
+        "callback_retry_for",
+        ("JOBD_CALLBACK_RETRY_FOR",),
+        "5m",
+        parse_duration,
+        "how long a failing callback is retried, with growing gaps",
+        "DUR",
+    ),
+    Option(
+        "runs_per_user",
+        ("JOBD_RUNS_PER_USER",),
+        "5",
+        _positive_int,
+        "jobs of one user that run at once in a service, for every service that sets none",
+        "N",
+    ),
+    Option(
+        "max_runs",
+        ("JOBD_MAX_RUNS",),
+        None,
+        _positive_int,
+        "jobs of one service that run at once, for every service that sets none",
+        "N",
+        shown_default="--workers",
+    ),
+    Option(
+        "service",
+        ("JOBD_SERVICES",),
+        None,
+        parse_declarations,
+        "declare a service: NAME:runs_per_user=N,max_runs=N,timeout=DUR,retention=DUR,retry=N"
+        " (repeat the flag; ';' between services in the variable; also"
+        " SERVICE_<NAME>_RUNS_PER_USER and SERVICE_<NAME>_MAX_RUNS)",
+        "SPEC",
+        repeat=True,
+    ),
+    Option(
+        "threads",
+        ("JOBD_THREADS",),
+        "64",
+        _threads,
+        "HTTP threads, at least 5 (4 are kept for quick requests; each long-poll, log"
+        " follow or large download holds one of the others)",
+        "N",
+    ),
+)
+
+
+#: The client commands' settings: which daemon to talk to, and how.
+CLIENT_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "url",
+        ("JOBD_URL",),
+        None,
+        str,
+        "the daemon",
+        "URL",
+        "http://127.0.0.1:$JOBD_PORT, or port 8080",
+    ),
+    Option("token", ("JOBD_TOKEN",), None, str, "bearer token", "TOKEN"),
+)
+
+
+def _resolve(
+    options: tuple[Option, ...], flags: Mapping[str, object], environ: Mapping[str, str]
+) -> dict[str, object]:
+    """Flag, then the environment variables in their order, then the default."""
+    values: dict[str, object] = {}
+    for option in options:
+        raw, source = flags.get(option.name), option.flag
+        if option.repeat and isinstance(raw, list):
+            raw = ";".join(raw)
+        for env in option.envs:
+            if raw is None and environ.get(env):
+                raw, source = environ[env], env
+        if raw is None:
+            raw, source = option.default, "default"
+        try:
+            values[option.name] = None if raw is None else option.parse(str(raw))
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return values
+
+
+@dataclass(frozen=True)
+class Config:
+    """The daemon's settings; `resolve` fills every field from OPTIONS."""
+
+    host: str
+    port: int
+    data_dir: Path
+    workers: int
+    max_upload: int
+    max_unpacked: int
+    max_files: int
+    retention: float
+    min_free: Reserve
+    token: str | None
+    timeout: float | None
+    pending_status: int
+    on_restart: str
+    kill_grace: float
+    slurm_partition: str | None
+    slurm_account: str | None
+    slurm_args: tuple[str, ...]
+    callback_allow: tuple[str, ...]
+    callback_retry_for: float
+    runs_per_user: int
+    max_runs: int | None
+    service: tuple[Declaration, ...] | None
+    threads: int
+    services: Services  # from runs_per_user, max_runs, service and SERVICE_<NAME>_*
+
+    @classmethod
+    def resolve(cls, flags: Mapping[str, object], environ: Mapping[str, str]) -> Config:
+        """Flag, then JOBD_*, then the Go jobd's variable, then the default."""
+        values = _resolve(OPTIONS, flags, environ)
+        if values["token"] == "":
+            values["token"] = None
+        values["services"] = _services(values, environ)
+        return cls(**values)  # type: ignore[arg-type]  # one value per field, from OPTIONS
+
+
+_SERVICE_PARSERS: dict[str, Callable[[str], object]] = {
+    "runs_per_user": _positive_int,
+    "max_runs": _positive_int,
+    "timeout": _job_timeout,
+    "retention": parse_duration,
+    "retry": _positive_int,
+}
+
+
+def _services(values: Mapping[str, object], environ: Mapping[str, str]) -> Services:
+    """Every service's settings; a bad one is a start-up error naming where it came from."""
+    max_runs = cast("int | None", values["max_runs"]) or cast(int, values["workers"])
+    default = ServiceSettings(cast(int, values["runs_per_user"]), max_runs)
+    from_env = from_environ(environ)
+    for name, settings in from_env:
+        try:
+            build_services(default, ((name, settings),), _SERVICE_PARSERS)
+        except ValueError as exc:
+            variables = ", ".join(f"SERVICE_{name.upper()}_{key.upper()}" for key in settings)
+            raise ConfigError(f"{variables}: {exc}") from None
+    declared = cast("tuple[Declaration, ...] | None", values["service"]) or ()
+    try:
+        return build_services(default, from_env + declared, _SERVICE_PARSERS)
+    except ValueError as exc:
+        raise ConfigError(f"--service: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    url: str
+    token: str | None
+
+    @classmethod
+    def resolve(cls, flags: Mapping[str, object], environ: Mapping[str, str]) -> ClientConfig:
+        values = _resolve(CLIENT_OPTIONS, flags, environ)
+        if values["url"] is None:
+            port = _resolve(tuple(o for o in OPTIONS if o.name == "port"), {}, environ)["port"]
+            values["url"] = f"http://127.0.0.1:{port}"
+        token = values["token"]
+        return cls(str(values["url"]), str(token) if token else None)

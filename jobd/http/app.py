@@ -1,0 +1,146 @@
+"""The Bottle app: the token check, the routes of each protocol mounted, /health, /metrics and
+the API description; every error becomes the one JSON shape here, once."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+import logging
+from collections.abc import Callable
+
+from bottle import Bottle, HTTPError, HTTPResponse, request, response
+
+from jobd.config.options import Config
+from jobd.errors import JobdError, NotFound, Unauthorized
+from jobd.http.jobd_api import jobd_routes
+from jobd.http.openapi import docs_page, spec
+from jobd.http.orchestrator import orchestrator_routes
+from jobd.http.responses import (
+    error_response,
+    json_response,
+)
+from jobd.http.schedules import schedule_routes
+from jobd.http.slots import WaitSlots
+from jobd.http.status_page import SignIn, status_routes
+from jobd.http.user_api import user_routes
+from jobd.jobs.service import JobService
+from jobd.metrics import CONTENT_TYPE_LATEST
+
+log = logging.getLogger("jobd")
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    500: "internal_error",
+}
+
+
+def _errors_as_json(callback: Callable[..., object]) -> Callable[..., object]:
+    @functools.wraps(callback)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            _check_path()
+            return callback(*args, **kwargs)
+        except JobdError as exc:
+            extra = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else {}
+            return error_response(exc.status, exc.code, exc.message, **extra)
+        except HTTPResponse:
+            raise
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return error_response(
+                500, "internal_error", "jobd hit an unexpected error; see its log"
+            )
+
+    return wrapper
+
+
+def _check_path() -> None:
+    """A path that is not UTF-8 names nothing: Bottle drops the bad bytes (its PATH_INFO is
+    already decoded that way) and could land on another job, so the raw path is checked."""
+    raw = request.environ.get("bottle.raw_path", request.environ.get("PATH_INFO", ""))
+    try:
+        raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise NotFound("there is no such path: it is not valid UTF-8") from None
+
+
+def _require_token(
+    token: str | None, signin: SignIn
+) -> Callable[[Callable[..., object]], Callable[..., object]]:
+    """The bearer header on every route; for reading routes, also the status page's cookie."""
+    expected = f"bearer {token}".encode()  # the scheme is case-insensitive (RFC 7235)
+
+    def plugin(callback: Callable[..., object]) -> Callable[..., object]:
+        if token is None:
+            return callback
+
+        @functools.wraps(callback)
+        def wrapper(*args: object, **kwargs: object) -> object:
+            given = request.get_header("Authorization", "").encode()
+            scheme, _, credentials = given.partition(b" ")
+            given = scheme.lower() + b" " + credentials if credentials else given
+            if not hmac.compare_digest(given, expected) and not signin.cookie_opens():
+                form = signin.form_instead()
+                if form is not None:
+                    return form
+                raise Unauthorized(
+                    "this jobd needs a token: send the header 'Authorization: Bearer <token>'"
+                    if not given
+                    else "the bearer token is wrong"
+                )
+            return callback(*args, **kwargs)
+
+        return wrapper
+
+    return plugin
+
+
+def create_app(config: Config, service: JobService) -> Bottle:
+    app = Bottle()
+    slots = WaitSlots(config.threads)
+    signin = SignIn(config.token)
+    auth = _require_token(config.token, signin)
+    app.install(_errors_as_json)
+    app.install(auth)
+
+    for status, code in _HTTP_CODES.items():
+        app.error(status)(functools.partial(_bottle_error, code))
+
+    @app.get("/health", skip=[auth])
+    def health() -> HTTPResponse:
+        threads = {"total": config.threads, "held": slots.held, "may_hold": slots.limit}
+        return json_response(service.health() | {"threads": threads})
+
+    described = spec(token_required=config.token is not None)
+
+    @app.get("/openapi.json")
+    def openapi() -> HTTPResponse:
+        return json_response(described)
+
+    @app.get("/docs")
+    def docs() -> HTTPResponse:
+        return HTTPResponse(docs_page(), 200, {"Content-Type": "text/html; charset=utf-8"})
+
+    @app.get("/metrics")
+    def metrics() -> HTTPResponse:
+        return HTTPResponse(service.metrics.render(), 200, {"Content-Type": CONTENT_TYPE_LATEST})
+
+    jobd_routes(app, config, service, slots)
+    orchestrator_routes(app, config, service, slots)
+    user_routes(app, config, service, slots)
+    schedule_routes(app, config, service)
+    status_routes(app, signin, skip=[auth])
+    return app
+
+
+def _bottle_error(code: str, error: HTTPError) -> str:
+    """Bottle's own errors (no such route, wrong method) in the same JSON shape."""
+    response.content_type = "application/json"
+    message = {
+        "not_found": f"there is no route {request.method} {request.path}",
+        "method_not_allowed": f"{request.path} does not accept {request.method}",
+    }.get(code, str(error.body))
+    return json.dumps({"error": code, "message": message, "status": error.status_code})

@@ -1,0 +1,150 @@
+"""The jobd wire (the Go jobd's routes and ours beside them): upload, get (long-polled, with the
+result streamed as base64), logs, cancel, the job list and services."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+from bottle import Bottle, FormsDict, HTTPResponse, request
+
+from jobd.config.options import Config
+from jobd.errors import BadRequest
+from jobd.formats.archive import base64_chunks_of, base64_length
+from jobd.http.multipart import json_body
+from jobd.http.responses import SEND_HEADERS, json_response, read_all, refuse_large_body, size_of
+from jobd.http.slots import WaitSlots
+from jobd.jobs.service import JobService
+from jobd.models import Job, JobStatus
+
+MAX_WAIT = 60.0
+#: The most jobs one page of GET /api/jobs lists.
+MAX_LISTED = 1000
+
+
+def _client_gone() -> Callable[[], bool]:
+    """Whether the client hung up (waitress reads ahead on the connection to tell)."""
+    return request.environ.get("waitress.client_disconnected", lambda: False)
+
+
+def parse_flag(query: FormsDict, name: str) -> bool:
+    """`?name=true` and the like; anything but a clear yes or no is a 400."""
+    value = query.get(name, "").lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise BadRequest(f"'{name}' must be true or false, not {query.get(name)!r}")
+
+
+def parse_wait(value: str | None) -> float:
+    """`?wait=` in seconds: fractions allowed, clamped to 60."""
+    if value is None or value == "":
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if math.isnan(seconds) or seconds < 0:
+        raise BadRequest(f"'wait' must be a number of seconds from 0 to 60, not {value!r}")
+    return min(seconds, MAX_WAIT)
+
+
+def _whole(text: str | None, name: str, low: int, high: int) -> int | None:
+    """A whole-number query parameter within bounds (None if absent); a 400 otherwise."""
+    if text is None or text == "":
+        return None
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+        raise BadRequest(f"'{name}' must be a whole number from {low} to {high}, not {text!r}")
+    return int(text)
+
+
+def _with_output(job: Job, zipped: BinaryIO, status: int, slots: WaitSlots) -> HTTPResponse:
+    """The job object with Output streamed as base64 from a zip file, never held whole."""
+    body = job.wire()
+    del body["Output"]
+    head = (json.dumps(body)[:-1] + ', "Output": "').encode()
+    tail = b'"}'
+    size = size_of(zipped)
+
+    def stream() -> Iterator[bytes]:
+        with zipped:
+            yield head
+            yield from base64_chunks_of(zipped)
+            yield tail
+
+    length = len(head) + base64_length(size) + len(tail)
+    headers = {"Content-Type": "application/json", "Content-Length": str(length)}
+    return HTTPResponse(slots.sized(stream(), length), status, headers)
+
+
+def jobd_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlots) -> None:
+    @app.get("/api/services")
+    def services() -> HTTPResponse:
+        return json_response(service.services())
+
+    @app.get("/api/jobs")
+    def jobs() -> HTTPResponse:
+        """Newest first, without Output; the next page is `?before=<the last IntID>`."""
+        query = request.query
+        status = query.get("status") or None
+        if status is not None and status.upper() not in {s.value for s in JobStatus}:
+            raise BadRequest(
+                f"'status' must be one of {', '.join(s.value for s in JobStatus)}, not {status!r}"
+            )
+        limit = _whole(query.get("limit"), "limit", 1, MAX_LISTED) or 50
+        before = _whole(query.get("before"), "before", 0, 2**63 - 1)
+        found = service.newest(status and JobStatus(status.upper()), limit, before)
+        return json_response(
+            [{k: v for k, v in job.wire().items() if k != "Output"} for job in found]
+        )
+
+    @app.post("/api/upload")
+    def upload() -> HTTPResponse:
+        refuse_large_body(config.max_upload)
+        job = service.submit(json_body(request.environ["wsgi.input"]), config.max_upload)
+        request.environ["jobd.job_id"] = job.id
+        return json_response(job.wire(), 201)
+
+    @app.get("/api/get/<job_id>")
+    def get(job_id: str) -> HTTPResponse:
+        request.environ["jobd.job_id"] = job_id
+        partial = parse_flag(request.query, "partial")
+        wait = parse_wait(request.query.get("wait"))
+        with slots.hold() as held:  # without a free slot, answer now rather than starve others
+            job = service.wait(job_id, wait if held else 0.0, _client_gone())
+        if job.status is JobStatus.SKIPPED:  # a schedule's run that never started: no result
+            return json_response(job.wire(), 200)
+        if job.status.terminal:
+            return _with_output(job, service.result(job), 200, slots)
+        if partial:
+            return _with_output(job, service.snapshot(job), config.pending_status, slots)
+        return json_response(job.wire(), config.pending_status)
+
+    @app.get("/api/logs/<job_id>")
+    def logs(job_id: str) -> HTTPResponse:
+        request.environ["jobd.job_id"] = job_id
+        stream = request.query.get("stream", "stdout")
+        if stream not in ("stdout", "stderr"):
+            raise BadRequest(f"'stream' must be stdout or stderr, not {stream!r}")
+        job = service.get(job_id)
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if parse_flag(request.query, "follow"):
+            followed = itertools.chain([SEND_HEADERS], service.follow(job, stream, _client_gone()))
+            return HTTPResponse(slots.stream(followed), 200, headers)
+        try:
+            log_file = open(service.log_path(job, stream), "rb")  # noqa: SIM115 - closed by the stream
+        except FileNotFoundError:
+            return HTTPResponse(b"", 200, headers)  # not started yet
+        size = os.fstat(log_file.fileno()).st_size
+        body = slots.sized(read_all(log_file, size), size)
+        return HTTPResponse(body, 200, headers | {"Content-Length": str(size)})
+
+    @app.post("/api/cancel/<job_id>")
+    def cancel(job_id: str) -> HTTPResponse:
+        request.environ["jobd.job_id"] = job_id
+        return json_response(service.cancel(job_id).wire())

@@ -1,0 +1,2 @@
+"""A job's run: the runners that claim jobs (dispatch picks which), the lifecycle that records
+every change of state, the executors and process groups. Imports store and the shared modules."""

@@ -1,0 +1,28 @@
+"""The data dir: SQLite (one connection, one lock, one transaction helper; one class per table
+it keeps) and the files beside it. Imports only the shared modules (errors, models, config).
+
+`Store` opens the database once and hands each aggregate the same connection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jobd.store.jobs import JobStore
+from jobd.store.outbox import Outbox
+from jobd.store.schedules import ScheduleStore
+from jobd.store.sqlite import Database
+from jobd.store.turns import Turns
+
+
+class Store:
+    """Jobs, schedules, the callback outbox and turns, over one `Database`."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = Database(path)
+        self.jobs = JobStore(self.db)
+        self.schedules = ScheduleStore(self.db)
+        self.outbox = Outbox(self.db)
+        self.turns = Turns(self.db)
+
+    def close(self) -> None:
+        self.db.close()
