@@ -85,3 +85,20 @@ def test_the_docs_page_shows_every_route(server, spec) -> None:
     assert "<script" not in resp.text and "http" not in resp.text.split("<body>")[0]
     for path in spec["paths"]:
         assert path.replace("{", "").replace("}", "") in resp.text.replace("{", "").replace("}", "")
+
+
+@pytest.mark.source_only
+def test_the_description_keeps_the_codes_patterns_and_states() -> None:
+    """The YAML spells out what models.py decides: job states, the ID and service patterns."""
+    from jobd.http.openapi import spec
+    from jobd.models import JOB_ID_PATTERN, SERVICE_PATTERN, JobStatus
+
+    doc = spec(token_required=False)
+    states = [status.value for status in JobStatus]
+    assert doc["components"]["schemas"]["Job"]["properties"]["Status"]["enum"] == states
+    listed = {p["name"]: p for p in doc["paths"]["/api/jobs"]["get"]["parameters"]}
+    assert listed["status"]["schema"]["enum"] == states
+    upload = doc["components"]["schemas"]["Upload"]["properties"]
+    assert upload["id"]["pattern"] == f"^{JOB_ID_PATTERN.pattern}$"
+    form = doc["paths"]["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert form["schema"]["properties"]["service"]["pattern"] == f"^{SERVICE_PATTERN.pattern}$"
