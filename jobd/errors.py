@@ -1,4 +1,4 @@
-"""Errors that reach a client: each carries its HTTP status, mapped to JSON once in app.py."""
+"""Errors that reach a client: each carries its HTTP status, mapped to JSON once in http/app.py."""
 
 from __future__ import annotations
 

@@ -16,10 +16,7 @@ from jobd.errors import JobdError, NotFound, Unauthorized
 from jobd.http.jobd_api import jobd_routes
 from jobd.http.openapi import docs_page, spec
 from jobd.http.orchestrator import orchestrator_routes
-from jobd.http.responses import (
-    error_response,
-    json_response,
-)
+from jobd.http.responses import error_response, json_response
 from jobd.http.schedules import schedule_routes
 from jobd.http.slots import WaitSlots
 from jobd.http.status_page import SignIn, status_routes
@@ -114,11 +111,9 @@ def create_app(config: Config, service: JobService) -> Bottle:
         threads = {"total": config.threads, "held": slots.held, "may_hold": slots.limit}
         return json_response(service.health() | {"threads": threads})
 
-    described = spec(token_required=config.token is not None)
-
     @app.get("/openapi.json")
     def openapi() -> HTTPResponse:
-        return json_response(described)
+        return json_response(spec(token_required=config.token is not None))
 
     @app.get("/docs")
     def docs() -> HTTPResponse:

@@ -49,7 +49,7 @@ def load() -> float:
 def orchestrator_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlots) -> None:
     @app.get("/")
     def ping() -> HTTPResponse:
-        if wants_page():  # a browser: the status page (jobd/status_page.py)
+        if wants_page():  # a browser: the status page (status_page.py)
             return status_page(service)
         return HTTPResponse(f"jobd {__version__}\n", 200, {"Content-Type": "text/plain"})
 
