@@ -17,7 +17,7 @@ from conftest import (
     unique_id,
 )
 
-# The option tables are the one source of the flags; the README's table must list them all.
+# The option tables are the one source of the flags; the documented table must list them all.
 from jobd.config.options import CLIENT_OPTIONS, OPTIONS
 
 #: A value no parser but a free-text one accepts: not a number, two lines, an open quote.
@@ -25,8 +25,8 @@ NONSENSE = "lots of\n'"
 
 
 def readme_flags() -> dict[str, list[str]]:
-    """The README's flag table: flag -> its environment variables."""
-    text = (REPO_ROOT / "README.md").read_text()
+    """The flag table of docs/configuration.md: flag -> its environment variables."""
+    text = (REPO_ROOT / "docs" / "configuration.md").read_text()
     rows = re.findall(r"^\| `(--[a-z-]+)` \| (`JOBD_[^|]*) \|", text, re.MULTILINE)
     return {flag: re.findall(r"`([A-Z_]+)`", envs) for flag, envs in rows}
 
