@@ -176,8 +176,7 @@ def test_hard_kills_leave_nothing_in_tmpdir_and_spare_a_live_run(jobd, tmp_path:
     for _ in range(5):
         daemon = jobd.start(env=env)
         assert daemon.proc is not None
-        for pid in _tree(daemon.proc.pid):
-            os.kill(pid, signal.SIGKILL)
+        _kill_at_once(_tree(daemon.proc.pid))
         daemon.proc.wait(STOP_TIMEOUT)
     left = set(tmpdir.iterdir()) - kept
     assert len(left) == 2, f"each start removes what the kill before it left: {sorted(left)}"
@@ -188,6 +187,15 @@ def test_hard_kills_leave_nothing_in_tmpdir_and_spare_a_live_run(jobd, tmp_path:
     assert kept <= remaining, "a live jobd's unpacked bundle was removed"
     assert len(remaining - kept) == 2, f"dead runs' folders remain: {sorted(remaining - kept)}"
     assert requests.get(last.url + "/health", timeout=5).status_code == 200
+
+
+def _kill_at_once(pids: list[int]) -> None:
+    """SIGKILL to every process at one instant, as the OOM killer or `docker kill` deals it:
+    all are stopped first, so none sees another die and tidies up after it (killed one by
+    one, the staticx layer may see its child exit and remove its own folder first)."""
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            os.kill(pid, sig)
 
 
 def _mounted(path: Path, options: str) -> Path:
