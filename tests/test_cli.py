@@ -15,6 +15,7 @@ from conftest import (
     jobd_command,
     script,
     unique_id,
+    wait_until,
 )
 
 # The option tables are the one source of the flags; the documented table must list them all.
@@ -189,7 +190,15 @@ def test_one_log_line_per_request_and_state_change(jobd):
     daemon.submit({"run.sh": script("true")}, job_id=job_id)
     daemon.wait_done(job_id)
     assert_status(daemon.get(job_id), 200)
-    lines = [line for line in daemon.log().splitlines() if job_id in line]
+
+    # Written once the answer is out, so they may come a moment after it: the GET's access
+    # line (on closing the sent body), and SUCCESS (after the change that ends the long poll).
+    def logged() -> list[str]:
+        lines = [line for line in daemon.log().splitlines() if job_id in line]
+        got = any(f"GET /api/get/{job_id} " in line for line in lines)
+        return lines if got and any("SUCCESS" in line for line in lines) else []
+
+    lines = wait_until(logged, 10, f"the log lines of the GET and the end of job {job_id}")
     # At least: the GET, and the changes to QUEUED, RUNNING and SUCCESS.
     assert len(lines) >= 4, "\n".join(lines) or daemon.log()
     for state in ("QUEUED", "RUNNING", "SUCCESS"):
