@@ -15,7 +15,7 @@ from urllib.parse import urljoin
 
 import pytest
 import requests
-from conftest import assert_error, assert_status, script, unique_id
+from conftest import assert_error, assert_status, script, unique_id, wait_until
 
 TOKEN = "status-page-token-3f9a"
 #: What Chromium sends when it navigates to a page.
@@ -279,7 +279,12 @@ def test_the_right_token_gives_a_cookie_that_opens_the_page_and_its_links(server
     gate = gates()
     job_id = unique_id("cookie")
     server.submit({"run.sh": script(f"echo 'seen with a cookie'\n{gate.shell}")}, job_id=job_id)
-    server.wait_status(job_id, "RUNNING")
+    # RUNNING comes before run.sh's first line: wait for the line itself
+    wait_until(
+        lambda: server.api("GET", f"/api/logs/{job_id}").text == "seen with a cookie\n",
+        10,
+        f"job {job_id} to print its line",
+    )
     browser = requests.Session()  # follows the 303, as a browser does
     assert_status(browser.post(server.url + "/", data={"token": TOKEN}, timeout=10), 200)
     page = page_of(browser.get(server.url + "/", headers=HTML, timeout=10))
