@@ -45,17 +45,13 @@ def blocks(language: str, path: Path) -> list[str]:
 
 
 def to_run() -> list[tuple[Path, str]]:
-    """The `sh` blocks to run, in order; a block already given word for word in an earlier file
-    (the site's home mirrors the README) runs once."""
-    seen: set[str] = set()
-    runnable = []
-    for path in FILES:
-        for text in blocks("sh", path):
-            if text in seen or text.lstrip().startswith(tuple(NOT_RUN)):
-                continue
-            seen.add(text)
-            runnable.append((path, text))
-    return runnable
+    """The `sh` blocks to run, in order."""
+    return [
+        (path, text)
+        for path in FILES
+        for text in blocks("sh", path)
+        if not text.lstrip().startswith(tuple(NOT_RUN))
+    ]
 
 
 def _jobd_on_path(tmp_path: Path) -> str:
@@ -81,13 +77,6 @@ def test_every_skipped_block_is_still_there() -> None:
     starts = [text.lstrip() for path in FILES for text in blocks("sh", path)]
     for head in NOT_RUN:
         assert any(text.startswith(head) for text in starts), f"no block starts {head!r}"
-
-
-def test_the_site_home_shows_the_readme_examples() -> None:
-    """docs/index.md mirrors the README's quick start and walk-through, block for block."""
-    readme = blocks("sh", REPO_ROOT / "README.md")
-    home = blocks("sh", REPO_ROOT / "docs" / "index.md")
-    assert home and all(text in readme for text in home)
 
 
 def test_the_examples_run_top_to_bottom(jobd, tmp_path: Path) -> None:
