@@ -17,6 +17,7 @@ from typing import Any, cast
 from jobd.models import SERVICE_PATTERN
 
 _ENV = re.compile(r"SERVICE_(.+)_(RUNS_PER_USER|MAX_RUNS)")
+_SETTINGS = ("runs_per_user", "max_runs", "timeout", "retention", "retry")
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,3 @@ def build(
             settings = replace(settings, **{key: cast(Any, value)})  # parsed for its field
         declared[name] = settings
     return Services(default, declared)
-
-
-_SETTINGS = ("runs_per_user", "max_runs", "timeout", "retention", "retry")

@@ -18,11 +18,11 @@ class Store:
     """Jobs, schedules, the callback outbox and turns, over one `Database`."""
 
     def __init__(self, path: Path) -> None:
-        self.db = Database(path)
-        self.jobs = JobStore(self.db)
-        self.schedules = ScheduleStore(self.db)
-        self.outbox = Outbox(self.db)
-        self.turns = Turns(self.db)
+        self._db = Database(path)
+        self.jobs = JobStore(self._db)
+        self.schedules = ScheduleStore(self._db)
+        self.outbox = Outbox(self._db)
+        self.turns = Turns(self._db)
 
     def close(self) -> None:
-        self.db.close()
+        self._db.close()
