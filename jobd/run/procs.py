@@ -29,6 +29,8 @@ MARK = "_JOBD_RUN"  # not JOBD_*: those never reach run.sh
 #: How long ending a run waits for SIGKILL to take effect.
 KILL_WAIT = 10.0
 _PR_SET_CHILD_SUBREAPER = 36
+#: /proc/PID/stat's flag of a kernel thread: it has no environment to read, ever
+_PF_KTHREAD = 0x00200000
 #: /proc's list of the processes jobd adopted, once it is their subreaper
 _adopted_list: str | None = None
 
@@ -101,12 +103,31 @@ def start_time(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
-def _carries(pid: int | str, needle: bytes) -> bool:
+def _carries(pid: int | str, needle: bytes) -> bool | None:
+    """Whether the process carries the mark; None while that cannot be told yet. An exec
+    lays out the new program's environment after replacing its memory, and an exit drops
+    the memory before the process is a zombie: meanwhile its environment reads short or
+    empty, though it still runs. Either lasts a moment (longer on a loaded machine): look
+    again."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as environ:
-            return needle in environ.read().split(b"\0")
-    except OSError:  # gone, or not ours to read
+            text = environ.read()
+    except PermissionError:  # not ours to read
         return False
+    except OSError:  # gone, or without memory (as said below)
+        text = b""
+    if needle in text.split(b"\0"):
+        return True
+    # Not there: true only of the whole environment of a program that is set up. An exec
+    # sets the end of the code (stat field 27) after laying out the environment (50, 51);
+    # without memory (exiting), both read 0.
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X") or len(fields) < 49:
+        return False
+    if int(fields[6]) & _PF_KTHREAD:
+        return False
+    end_code, env_start, env_end = int(fields[24]), int(fields[47]), int(fields[48])
+    return False if end_code and env_end - env_start == len(text) else None
 
 
 def _live_pids() -> Iterable[tuple[int, list[str]]]:
@@ -151,43 +172,50 @@ class Tree:
     def _needle(self) -> bytes:
         return f"{MARK}={self.mark}".encode()
 
-    def _members(self) -> tuple[list[int], list[int]]:
-        """Live members: those in the group, and those found only by their mark."""
-        grouped, marked = [], []
+    def _members(self) -> tuple[list[int], list[int], list[int]]:
+        """Live members: those in the group, those found only by their mark, and those whose
+        mark cannot be told yet (see _carries)."""
+        grouped, marked, unsure = [], [], []
         needle = self._needle
         since = self.since or 0
         for pid, fields in _live_pids():
             if int(fields[2]) == self.pgid:
                 grouped.append(pid)
-            elif int(fields[19]) >= since and _carries(pid, needle):
-                marked.append(pid)
-        return grouped, marked
+            elif int(fields[19]) >= since:
+                carries = _carries(pid, needle)
+                if carries:
+                    marked.append(pid)
+                elif carries is None:
+                    unsure.append(pid)
+        return grouped, marked, unsure
 
     def members(self) -> list[int]:
-        grouped, marked = self._members()
-        return grouped + marked
+        """Live members, and processes that may be: the run is not over while there are."""
+        grouped, marked, unsure = self._members()
+        return grouped + marked + unsure
 
-    def signal(self, sig: signal.Signals) -> None:
-        grouped, marked = self._members()
+    def signal(self, sig: signal.Signals) -> bool:
+        """Signal the live members (the unsure once they are known); whether there were."""
+        grouped, marked, _ = self._members()
         if grouped and self.pgid is not None:
             with contextlib.suppress(ProcessLookupError):  # already gone: what we wanted
                 os.killpg(self.pgid, sig)
         for pid in marked:
             _signal(pid, sig, self._needle)
+        return bool(grouped or marked)
 
 
 def end_all(trees: Iterable[Tree], grace: float) -> dict[Tree, signal.Signals]:
     """SIGTERM every run at once, SIGKILL what is left after `grace`; the last signal each
     run with live processes was sent."""
-    sent = {tree: signal.SIGTERM for tree in trees if tree.members()}
-    for tree in sent:
-        tree.signal(signal.SIGTERM)
-    left = _wait_gone(sent, grace)
+    trees = list(trees)
+    sent = {tree: signal.SIGTERM for tree in trees if tree.signal(signal.SIGTERM)}
+    left = _wait_gone(trees, grace)  # also what could not be told a member yet
     deadline = time.monotonic() + KILL_WAIT
     while left and time.monotonic() < deadline:  # again, for what forked meanwhile
         for tree in left:
-            sent[tree] = signal.SIGKILL
-            tree.signal(signal.SIGKILL)
+            if tree.signal(signal.SIGKILL):
+                sent[tree] = signal.SIGKILL
         left = _wait_gone(left, 0.2)
     reap_adopted()
     return sent
@@ -205,12 +233,15 @@ def kill(tree: Tree) -> None:
     needle = tree._needle
     deadline = time.monotonic() + KILL_WAIT
     while time.monotonic() < deadline:
-        left = [pid for pid in _below(_adopted()) if _carries(pid, needle)]
-        if not left:
+        found = {pid: _carries(pid, needle) for pid in _below(_adopted())}
+        if all(carries is False for carries in found.values()):
             break
-        for pid in left:
-            _signal(pid, signal.SIGKILL, needle)
-        time.sleep(0.002)  # let them die before looking again (their children come up)
+        for pid, carries in found.items():
+            if carries:
+                _signal(pid, signal.SIGKILL, needle)
+        # let them die before looking again (their children come up), and the unsure show
+        # their mark or end (so a killed one is only done once it is a zombie)
+        time.sleep(0.002)
         reap_adopted()
     reap_adopted()
 
