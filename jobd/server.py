@@ -17,7 +17,7 @@ import waitress
 
 from jobd import __version__
 from jobd.config.options import Config
-from jobd.errors import DataDirUnusable
+from jobd.errors import ConfigError, DataDirUnusable
 from jobd.frozen import exit_with_launcher
 from jobd.http.app import create_app
 from jobd.http.responses import SEND_HEADERS
@@ -26,6 +26,7 @@ from jobd.jobs.service import JobService
 from jobd.run import procs
 from jobd.run.executors.local import LocalExecutor
 from jobd.run.executors.slurm import SlurmExecutor
+from jobd.run.sandbox.confine import Sandbox
 from jobd.store import Store
 from jobd.store.layout import Layout
 
@@ -237,10 +238,26 @@ def serve(config: Config) -> int:
         layout.unlock()
         return 1
     layout.claim()
+    try:
+        sandbox = Sandbox(
+            config.isolation,
+            layout.root,
+            layout.tmp,
+            config.job_uids,
+            config.job_readable or (),
+            config.job_writable or (),
+        )
+    except ConfigError as exc:
+        log.error("%s", exc)
+        store.close()
+        layout.unlock()
+        return 1
+    log.info("%s", sandbox.summary())
     slurm = SlurmExecutor(
         os.environ, config.slurm_partition, config.slurm_account, config.slurm_args
     )
-    service = JobService(config, store, layout, LocalExecutor(os.environ, config.kill_grace), slurm)
+    executor = LocalExecutor(os.environ, config.kill_grace, sandbox)
+    service = JobService(config, store, layout, executor, slurm)
     try:
         service.recover()
     except DataDirUnusable as exc:

@@ -92,6 +92,30 @@ def _positive_size(text: str) -> int:
     return value
 
 
+def _uid_range(text: str) -> tuple[int, int]:
+    first, dash, last = text.partition("-")
+    try:
+        low, high = int(first), int(last if dash else first)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a range of uids such as 60000-60999") from None
+    if not 1 <= low <= high < 2**31 - 1:
+        raise ValueError(f"{text!r} must be uids from 1 upwards, the first no larger than the last")
+    return low, high
+
+
+def _paths(text: str) -> tuple[Path, ...]:
+    """Folders given with the repeatable flag (';' between them in the variable)."""
+    found = []
+    for part in filter(None, (each.strip() for each in text.split(";"))):
+        path = Path(part)
+        if not path.is_absolute():
+            raise ValueError(f"{part!r} must be an absolute path")
+        if not path.exists():
+            raise ValueError(f"{part!r} does not exist")
+        found.append(path)
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class Option:
     """A setting: its flag, the environment variables that may set it, its default and parser."""
@@ -282,6 +306,43 @@ OPTIONS: tuple[Option, ...] = (
         repeat=True,
     ),
     Option(
+        "isolation",
+        ("JOBD_ISOLATION",),
+        "auto",
+        _choice("auto", "strict", "off"),
+        "what keeps jobs apart: auto uses what this machine allows (a user per job as root,"
+        " Landlock), strict refuses to start without it, off lets jobs reach what jobd reaches",
+        "auto|strict|off",
+    ),
+    Option(
+        "job_uids",
+        ("JOBD_JOB_UIDS",),
+        "60000-60999",
+        _uid_range,
+        "as root, the uids jobs run as, one per running job (at least --workers of them)",
+        "FIRST-LAST",
+    ),
+    Option(
+        "job_readable",
+        ("JOBD_JOB_READABLE",),
+        None,
+        _paths,
+        "a folder jobs may read, e.g. reference data, where isolation would hide it (repeat"
+        " the flag; ';' between folders in the variable)",
+        "PATH",
+        repeat=True,
+    ),
+    Option(
+        "job_writable",
+        ("JOBD_JOB_WRITABLE",),
+        None,
+        _paths,
+        "a folder jobs may read and write, e.g. a shared cache (repeat the flag; ';' between"
+        " folders in the variable)",
+        "PATH",
+        repeat=True,
+    ),
+    Option(
         "threads",
         ("JOBD_THREADS",),
         "64",
@@ -355,6 +416,10 @@ class Config:
     runs_per_user: int
     max_runs: int | None
     service: tuple[Declaration, ...] | None
+    isolation: str
+    job_uids: tuple[int, int]
+    job_readable: tuple[Path, ...] | None
+    job_writable: tuple[Path, ...] | None
     threads: int
     services: Services  # from runs_per_user, max_runs, service and SERVICE_<NAME>_*
 
@@ -365,6 +430,12 @@ class Config:
         if values["token"] == "":
             values["token"] = None
         values["services"] = _services(values, environ)
+        first, last = cast("tuple[int, int]", values["job_uids"])
+        if last - first + 1 < cast(int, values["workers"]):
+            raise ConfigError(
+                f"--job-uids: {first}-{last} holds fewer uids than --workers"
+                f" ({values['workers']}): each running job needs one"
+            )
         return cls(**values)  # type: ignore[arg-type]  # one value per field, from OPTIONS
 
 

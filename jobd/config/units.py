@@ -36,6 +36,16 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
+def format_size(size: int | None) -> str:
+    """A size as a person reads it: `256 MiB`, `1.5 GiB`, `900 bytes`."""
+    if size is None:
+        return "none"
+    for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= factor:
+            return f"{size / factor:.4g} {unit}"
+    return f"{size} bytes"
+
+
 def parse_duration(text: str) -> float:
     """`48h`, `30m`, `90s`, `1h30m` or plain seconds."""
     stripped = text.strip()

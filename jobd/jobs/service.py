@@ -86,6 +86,7 @@ class JobService:
             store, layout, self.intake, self.cancel, self.metrics, config.max_upload
         )
         self.reconciler = Reconciler(self.local)
+        self.isolation = executor.sandbox.describe
 
     # -- start and stop ---------------------------------------------------------------------
 
@@ -94,6 +95,8 @@ class JobService:
         self.layout.prepare()
         self.disk.keep_ballast()
         self.layout.remove_orphans(self.store.jobs.live_ids())
+        if self.config.isolation != "off":
+            self.layout.seal(traversable=self.isolation()["job_users"] is not None)
         self.local.recover()
         self.slurm.recover()
 
@@ -238,6 +241,7 @@ class JobService:
             "running": counts[JobStatus.RUNNING.value],
             "jobs": counts,
             "slurm": self.slurm.executor.missing() or "available",
+            "isolation": self.isolation(),
             "disk": disk,
         }
 

@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from jobd.config.units import format_size
 from jobd.formats.archive import Limits, extract
 from jobd.logs import Once
 from jobd.loop import Loop
@@ -19,6 +20,7 @@ from jobd.run.dispatch import Policy
 from jobd.run.executors.local import LocalExecutor, Run, StartError
 from jobd.run.executors.runsh import ending
 from jobd.run.lifecycle import Lifecycle
+from jobd.run.sandbox.confine import RunLimits
 from jobd.store import Store
 from jobd.store.layout import Layout
 
@@ -256,7 +258,7 @@ class LocalRunner:
             for earlier in sorted(kept.iterdir()) if kept.is_dir() else ():
                 shutil.copyfile(earlier, workdir / earlier.name)
         try:
-            run = self._executor.start(workdir, job.environment)
+            run = self._executor.start(workdir, job.environment, _limits(job))
         except StartError as exc:
             self._lifecycle.finish(job.id, JobStatus.FAILED, str(exc), expect=_RUNNING)
             return
@@ -274,11 +276,13 @@ class LocalRunner:
         if active.stop is Stop.SHUTDOWN:
             log.info("job %s: stopped by shutdown; it runs again on restart", job.id)
             return
-        self._finish(job, code, active.stop)
+        self._finish(job, code, active.stop, run)
 
-    def _finish(self, job: Job, code: int, stop: Stop | None) -> None:
+    def _finish(self, job: Job, code: int, stop: Stop | None, run: Run) -> None:
         """The final state, from run.sh's return code and why jobd ended it, if it did."""
         how = ending(code)
+        if run.out_of_memory:
+            how += f" when it reached its memory limit of {format_size(run.cell.limits.memory)}"
         if stop is Stop.CANCEL:
             status, message = JobStatus.CANCELLED, f"cancelled while running; {how}"
         elif stop is Stop.TIMEOUT:
@@ -295,6 +299,10 @@ class LocalRunner:
             message = f"attempt {job.attempt} of {job.max_attempts}: {message}"
         exit_code = code if stop is None and code >= 0 else None  # null once killed
         self._lifecycle.finish(job.id, status, message, expect=_RUNNING, exit_code=exit_code)
+
+
+def _limits(job: Job) -> RunLimits:
+    return RunLimits(getattr(job, "memory_limit", None), getattr(job, "process_limit", None))
 
 
 class Reconciler(Loop):

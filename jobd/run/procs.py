@@ -20,7 +20,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,19 +138,19 @@ def _live_pids() -> Iterable[tuple[int, list[str]]]:
                 yield int(entry), fields
 
 
-def _signal(pid: int, sig: signal.Signals, needle: bytes | None) -> None:
+def _signal(pid: int, sig: signal.Signals, holds: Callable[[int], bool | None]) -> None:
     """Signal `pid` if it is (still) a member: checked after a pidfd pins the process."""
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
         return
     except OSError:  # no pidfds (kernel before 5.3): a plain kill, right after the check
-        if needle is None or _carries(pid, needle):
+        if holds(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         return
     try:
-        if needle is None or _carries(pid, needle):
+        if holds(pid):
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(fd, sig)
     finally:
@@ -167,22 +167,34 @@ class Tree:
     #: when run.sh started (clock ticks after boot): older processes cannot be its
     #: descendants, so their environment is not read
     since: int | None = None
+    #: the run's own user, if it has one: every process of that user is the run's, whatever
+    #: it did to its group and environment
+    uid: int | None = None
 
     @property
     def _needle(self) -> bytes:
         return f"{MARK}={self.mark}".encode()
 
+    def _holds(self, pid: int) -> bool | None:
+        """Whether `pid` is the run's; None while that cannot be told yet (see _carries)."""
+        if self.uid is not None:
+            try:
+                if os.stat(f"/proc/{pid}").st_uid == self.uid:
+                    return True
+            except OSError:
+                return False
+        return _carries(pid, self._needle)
+
     def _members(self) -> tuple[list[int], list[int], list[int]]:
         """Live members: those in the group, those found only by their mark, and those whose
         mark cannot be told yet (see _carries)."""
         grouped, marked, unsure = [], [], []
-        needle = self._needle
         since = self.since or 0
         for pid, fields in _live_pids():
             if int(fields[2]) == self.pgid:
                 grouped.append(pid)
             elif int(fields[19]) >= since:
-                carries = _carries(pid, needle)
+                carries = self._holds(pid)
                 if carries:
                     marked.append(pid)
                 elif carries is None:
@@ -201,7 +213,7 @@ class Tree:
             with contextlib.suppress(ProcessLookupError):  # already gone: what we wanted
                 os.killpg(self.pgid, sig)
         for pid in marked:
-            _signal(pid, sig, self._needle)
+            _signal(pid, sig, self._holds)
         return bool(grouped or marked)
 
 
@@ -230,15 +242,14 @@ def kill(tree: Tree) -> None:
     if tree.pgid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(tree.pgid, signal.SIGKILL)
-    needle = tree._needle
     deadline = time.monotonic() + KILL_WAIT
     while time.monotonic() < deadline:
-        found = {pid: _carries(pid, needle) for pid in _below(_adopted())}
+        found = {pid: tree._holds(pid) for pid in _below(_adopted())}
         if all(carries is False for carries in found.values()):
             break
         for pid, carries in found.items():
             if carries:
-                _signal(pid, signal.SIGKILL, needle)
+                _signal(pid, signal.SIGKILL, tree._holds)
         # let them die before looking again (their children come up), and the unsure show
         # their mark or end (so a killed one is only done once it is a zombie)
         time.sleep(0.002)

@@ -36,6 +36,21 @@ class Layout:
         except OSError as exc:
             raise self._unusable(exc) from None
 
+    def seal(self, traversable: bool) -> None:
+        """Only jobd reads the data dir: the store, the lock, every job's folder. Job users
+        may pass through the folders above theirs (`traversable`), never list them."""
+        passage = 0o711 if traversable else 0o700
+        try:
+            for folder in (self.root, self.jobs, self.tmp):
+                os.chmod(folder, passage)
+            for entry in self.root.iterdir():
+                if entry.name not in ("jobs", "tmp") and not entry.is_symlink():
+                    os.chmod(entry, 0o700 if entry.is_dir() else 0o600)
+            for job in self.jobs.iterdir():
+                os.chmod(job, 0o700)
+        except OSError as exc:
+            raise self._unusable(exc) from None
+
     def lock(self) -> None:
         """Hold an exclusive lock on the data dir for the life of the process."""
         lock_file = self.root / "jobd.lock"

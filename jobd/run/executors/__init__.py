@@ -1,2 +1,2 @@
 """How run.sh becomes processes: here (local), under Slurm (slurm), and what both share (runsh).
-Imports only procs and the shared modules."""
+Imports procs, the sandbox and the shared modules."""

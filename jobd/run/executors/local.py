@@ -14,6 +14,7 @@ from pathlib import Path
 
 from jobd.run import procs
 from jobd.run.executors import runsh
+from jobd.run.sandbox.confine import Cell, RunLimits, Sandbox
 
 
 class StartError(Exception):
@@ -27,11 +28,14 @@ BUSY_TRIES, BUSY_FIRST_DELAY = 8, 0.005
 
 @dataclass
 class Run:
-    """A started run.sh: its process (the group leader) and all its processes."""
+    """A started run.sh: its process (the group leader), all its processes, its confinement."""
 
     proc: subprocess.Popen[bytes]
     start_time: int | None
     tree: procs.Tree
+    cell: Cell
+    #: set by reap: the kernel's OOM killer ended one of its processes
+    out_of_memory: bool = False
 
     @property
     def pgid(self) -> int:
@@ -39,26 +43,47 @@ class Run:
 
 
 class LocalExecutor:
-    def __init__(self, environ: Mapping[str, str], kill_grace: float) -> None:
+    def __init__(self, environ: Mapping[str, str], kill_grace: float, sandbox: Sandbox) -> None:
         self._env = runsh.child_environment(environ)
         self._grace = kill_grace
+        self.sandbox = self._sandbox = sandbox
 
-    def start(self, workdir: Path, job_env: Mapping[str, str]) -> Run:
-        """Start run.sh in `workdir`, with `job_env` on top of jobd's environment."""
+    def start(self, workdir: Path, job_env: Mapping[str, str], limits: RunLimits) -> Run:
+        """Start run.sh in `workdir`, confined, with `job_env` on top of jobd's environment."""
         script = workdir / "run.sh"
         with open(script, "rb") as head:
             first_line = head.readline(256)
         argv = runsh.command(first_line)
         mark = procs.mark_for(workdir)
-        env = {**self._env, **job_env, procs.MARK: mark}
+        try:
+            cell = self._sandbox.enter(mark, workdir.parent, workdir, limits)
+        except OSError as exc:
+            raise StartError(f"jobd could not confine run.sh: {exc}") from None
+        env = {**self._env, **job_env, **cell.env, procs.MARK: mark}
+        try:
+            proc = self._spawn(argv, workdir, env, cell, first_line)
+        except BaseException:
+            self._sandbox.leave(cell)
+            raise
+        finally:
+            cell.spawned()
+        started = procs.start_time(proc.pid)
+        return Run(proc, started, procs.Tree(proc.pid, mark, started, cell.uid), cell)
+
+    def _spawn(
+        self, argv: list[str], workdir: Path, env: dict[str, str], cell: Cell, first_line: bytes
+    ) -> subprocess.Popen[bytes]:
         delay = BUSY_FIRST_DELAY
         with (
             open(workdir / runsh.STDOUT, "wb") as out,
             open(workdir / runsh.STDERR, "wb") as err,
         ):
+            if cell.uid is not None:
+                os.fchown(out.fileno(), cell.uid, cell.uid)
+                os.fchown(err.fileno(), cell.uid, cell.uid)
             for tries_left in range(BUSY_TRIES - 1, -1, -1):
                 try:
-                    proc = subprocess.Popen(
+                    return subprocess.Popen(
                         argv,
                         cwd=workdir,
                         stdin=subprocess.DEVNULL,
@@ -66,15 +91,20 @@ class LocalExecutor:
                         stderr=err,
                         env=env,
                         start_new_session=True,
+                        user=cell.uid,
+                        group=cell.uid,
+                        extra_groups=[] if cell.uid is not None else None,
+                        umask=self._sandbox.job_umask,
+                        preexec_fn=cell.child_setup,
                     )
-                    break
+                except subprocess.SubprocessError:  # the child said why in jobd.stderr
+                    raise StartError("run.sh could not be confined; see jobd.stderr") from None
                 except OSError as exc:
                     if exc.errno != errno.ETXTBSY or not tries_left:
                         raise StartError(_start_failure(first_line, exc)) from None
                     time.sleep(delay)
                     delay *= 2
-        started = procs.start_time(proc.pid)
-        return Run(proc, started, procs.Tree(proc.pid, mark, started))
+        raise AssertionError("unreachable")
 
     def wait(self, run: Run, timeout: float | None) -> bool:
         """Wait until run.sh exits (False if `timeout` passes first), without reaping it:
@@ -98,9 +128,12 @@ class LocalExecutor:
         procs.end_all([run.tree for run in runs], self._grace)
 
     def reap(self, run: Run) -> int:
-        """Kill what run.sh left behind, then collect its return code."""
+        """Kill what run.sh left behind, collect its return code, then undo its confinement."""
         procs.kill(run.tree)
-        return run.proc.wait()
+        code = run.proc.wait()
+        run.out_of_memory = run.cell.out_of_memory()
+        self._sandbox.leave(run.cell)
+        return code
 
 
 def _exits_within(pid: int, timeout: float) -> bool:

@@ -1,0 +1,295 @@
+"""What a run.sh may reach: its own folder, its own TMPDIR and the image, read-only; not the
+rest of the data dir, nor other processes. Decided once at start from what this machine
+allows (`--isolation`), then applied to each run.
+
+Two mechanisms, each used where it can be, both where both can:
+- as root, a job user per run (see users): its folder is handed to it, the data dir is the
+  daemon's alone, and the kernel's permission checks do the rest;
+- Landlock (see landlock), as any user: the run sees the image read-only, its folder, its
+  TMPDIR and what the operator shares, and cannot signal or trace outside itself.
+The daemon also makes itself non-dumpable, so a job of its own user cannot read its
+environment (the token) from /proc; and limits come from cgroups as root, rlimits otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import resource
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jobd.errors import ConfigError
+from jobd.run.sandbox import landlock
+from jobd.run.sandbox.cgroups import Cgroups, CgroupsUnavailable, JobGroup
+from jobd.run.sandbox.users import JobUsers, why_not
+
+log = logging.getLogger("jobd")
+
+_PR_SET_DUMPABLE = 4
+#: Devices a job writes to as any program does (its stdout may be one of these, too).
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/pts", "/dev/ptmx")
+#: Shared memory: POSIX semaphores and shm (Python's multiprocessing) live there.
+_SHARED_MEMORY = "/dev/shm"
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    memory: int | None = None  # bytes
+    processes: int | None = None
+
+
+@dataclass
+class Cell:
+    """One run's confinement: who it runs as, what the child does to itself before it
+    becomes run.sh, and what is undone when the run is over."""
+
+    tmpdir: Path
+    env: dict[str, str]
+    uid: int | None = None
+    group: JobGroup | None = None
+    limits: RunLimits = RunLimits()
+    child_setup: Callable[[], None] | None = None
+    _close: list[int] = field(default_factory=list)
+    _handed: list[Path] = field(default_factory=list)
+
+    def out_of_memory(self) -> bool:
+        return self.group is not None and self.group.out_of_memory()
+
+    def spawned(self) -> None:
+        """The child has its rules: the daemon's copies of their descriptors can go."""
+        for fd in self._close:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._close.clear()
+
+
+class Sandbox:
+    def __init__(
+        self,
+        mode: str,
+        data_dir: Path,
+        tmp: Path,
+        job_uids: tuple[int, int],
+        readable: tuple[Path, ...] = (),
+        writable: tuple[Path, ...] = (),
+    ) -> None:
+        self.mode = mode
+        self._data_dir = data_dir
+        self._tmp = tmp
+        self._readable = readable
+        self._writable = writable
+        self.users: JobUsers | None = None
+        self.landlock: int | None = None
+        self.cgroups: Cgroups | None = None
+        self.missing: dict[str, str] = {}  # what is not in force, and why
+        self._image: list[int] = []  # O_PATH descriptors of what a run may read
+        #: run.sh gets the umask jobd was started with; jobd's own files are private
+        self.job_umask = os.umask(0o077)
+        try:
+            self.cgroups = Cgroups.find()
+        except CgroupsUnavailable as exc:
+            self.missing["cgroups"] = str(exc)
+        if mode == "off":
+            os.umask(self.job_umask)
+            return
+        reason = why_not(*job_uids)
+        if reason is None:
+            self.users = JobUsers(*job_uids)
+        else:
+            self.missing["job users"] = reason
+        version = landlock.abi()
+        if version is None:
+            self.missing["landlock"] = "the kernel has no Landlock (Linux 5.13 or later, with"
+            " landlock in its lsm= list) or a seccomp profile refuses it"
+        else:
+            self.landlock = version
+            self._image = self._open_image()
+        if mode == "strict":
+            self._insist()
+        _non_dumpable()
+
+    def _insist(self) -> None:
+        """strict: every "may not" must hold; as root job users do it, as any other user
+        Landlock must also scope signals (ABI 6, Linux 6.12)."""
+        if self.users is None and self.landlock is not None and self.landlock < 6:
+            self.missing["signal scoping"] = (
+                f"Landlock ABI {self.landlock} cannot keep a job from signalling jobd (ABI 6,"
+                " Linux 6.12, can)"
+            )
+        elif self.on:
+            return
+        raise ConfigError(
+            "--isolation strict: jobs cannot be isolated here: "
+            + "; ".join(f"{what}: {why}" for what, why in self.missing.items() if what != "cgroups")
+        )
+
+    @property
+    def on(self) -> bool:
+        return self.users is not None or self.landlock is not None
+
+    def describe(self) -> dict[str, object]:
+        """For /health: what is in force."""
+        return {
+            "mode": self.mode,
+            "in_force": self.on,
+            "job_users": str(self.users) if self.users else None,
+            "landlock": self.landlock,
+            "cgroups": self.cgroups.version if self.cgroups else None,
+        }
+
+    def summary(self) -> str:
+        """The start-up line's words."""
+        limits = f"limits by cgroup {self.cgroups.version}" if self.cgroups else "limits by rlimit"
+        if self.mode == "off":
+            return f"isolation off: jobs run as jobd's user and reach what it reaches; {limits}"
+        in_force = [f"a job user each ({self.users})"] if self.users else []
+        in_force += [f"Landlock ABI {self.landlock}"] if self.landlock else []
+        said = ", ".join(in_force) or "NONE in force: jobs reach what jobd reaches"
+        missing = "".join(f"; no {what}: {why}" for what, why in self.missing.items())
+        return f"isolation {self.mode}: {said}; {limits}{missing}"
+
+    def _open_image(self) -> list[int]:
+        """Everything but the data dir, opened once: each run's ruleset points at these."""
+        fds = []
+        for path in landlock.image_except([self._data_dir]):
+            with contextlib.suppress(OSError):
+                fds.append(os.open(path, os.O_PATH | os.O_CLOEXEC))
+        return fds
+
+    # -- one run ------------------------------------------------------------------------------
+
+    def enter(self, name: str, job_dir: Path, workdir: Path, limits: RunLimits) -> Cell:
+        """Confine a run that is about to start in `workdir` (inside `job_dir`); `name` is
+        unique to the job in this data dir."""
+        tmpdir = self._tmp / f"run-{name}"
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        tmpdir.mkdir(mode=0o700)
+        cell = Cell(tmpdir, {"TMPDIR": str(tmpdir)}, limits=limits)
+        try:
+            if self.users is not None:
+                self._hand_over(cell, job_dir, workdir)
+            if self.cgroups is not None:
+                cell.group = self.cgroups.make(f"run-{name}", limits.memory, limits.processes)
+            joiners = cell.group.joiners() if cell.group else []
+            cell._close += joiners
+            ruleset = self._ruleset(workdir, tmpdir) if self.landlock else None
+            if ruleset is not None:
+                cell._close.append(ruleset)
+        except BaseException:
+            cell.spawned()
+            self.leave(cell)
+            raise
+        rlimits = [] if cell.group else _rlimits(limits, cell.uid)
+        if joiners or rlimits or self.on:
+            cell.child_setup = _child_setup(joiners, rlimits, ruleset, isolate=self.on)
+        return cell
+
+    def _hand_over(self, cell: Cell, job_dir: Path, workdir: Path) -> None:
+        """The run's folder and TMPDIR become its user's; the job folder around them lets
+        that user pass (group search), and no one else."""
+        assert self.users is not None
+        uid = cell.uid = self.users.acquire()
+        cell._handed += [job_dir, workdir, cell.tmpdir]
+        os.chown(job_dir, 0, uid)
+        os.chmod(job_dir, 0o710)
+        for folder, dirs, files in os.walk(workdir):
+            os.chown(folder, uid, uid)
+            for entry in dirs + files:
+                os.lchown(os.path.join(folder, entry), uid, uid)
+        os.chown(cell.tmpdir, uid, uid)
+        cell.env |= {"HOME": str(cell.tmpdir), "USER": f"job{uid}", "LOGNAME": f"job{uid}"}
+
+    def _ruleset(self, workdir: Path, tmpdir: Path) -> int:
+        assert self.landlock is not None
+        ruleset = landlock.Ruleset(self.landlock)
+        try:
+            read = landlock.read_rights(self.landlock)
+            for fd in self._image:
+                ruleset.allow_fd(fd, read)
+            for shared in self._readable:
+                ruleset.allow(shared, read)
+            every = landlock.all_rights(self.landlock)
+            for own in (workdir, tmpdir, Path(_SHARED_MEMORY), *self._writable):
+                ruleset.allow(own, every)
+            for device in _DEVICES:
+                ruleset.allow(device, read | landlock.WRITE_FILE)
+        except BaseException:
+            ruleset.close()
+            raise
+        return ruleset.fd
+
+    def leave(self, cell: Cell) -> None:
+        """After the run and all its processes are gone: its group, its TMPDIR and its user
+        go; its folder is the daemon's alone again."""
+        if cell.group is not None:
+            cell.group.remove()
+        shutil.rmtree(cell.tmpdir, ignore_errors=True)
+        for folder in cell._handed:
+            with contextlib.suppress(OSError):
+                os.chown(folder, 0, 0)
+                os.chmod(folder, 0o700)
+        if cell.uid is not None and self.users is not None:
+            self.users.release(cell.uid)
+            cell.uid = None
+
+
+def _non_dumpable() -> None:
+    """A process of the same user may not read a non-dumpable process's /proc/PID/environ
+    or memory: the token stays the daemon's."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def _rlimits(limits: RunLimits, uid: int | None) -> list[tuple[int, int]]:
+    """Where no cgroup can hold a run: its address space, and its user's processes (exact
+    for a job user of its own; for the daemon's user, on top of what that user runs now)."""
+    found = []
+    if limits.memory is not None:
+        found.append((resource.RLIMIT_AS, limits.memory))
+    if limits.processes is not None:
+        base = 0 if uid is not None else _tasks_of(os.getuid())
+        found.append((resource.RLIMIT_NPROC, base + limits.processes))
+    return found
+
+
+def _tasks_of(uid: int) -> int:
+    """Threads and processes of `uid` (what RLIMIT_NPROC counts)."""
+    count = 0
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if entry.stat().st_uid == uid:
+                    with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                        text = stat.read()
+                    count += int(text[text.rfind(b")") + 2 :].split()[17])
+    return count
+
+
+def _child_setup(
+    joiners: list[int], rlimits: list[tuple[int, int]], ruleset: int | None, isolate: bool
+) -> Callable[[], None]:
+    """What the child does to itself, between fork and exec. It runs in a copy of a
+    threaded daemon, so it only makes system calls: nothing that takes a lock."""
+
+    def setup() -> None:
+        try:
+            for fd in joiners:
+                os.write(fd, b"0")
+            for which, value in rlimits:
+                resource.setrlimit(which, (value, value))
+            if ruleset is not None:
+                landlock.enforce(ruleset)
+            elif isolate:
+                landlock.no_new_privs()
+        except OSError as exc:  # stderr is jobd.stderr by now
+            os.write(2, f"jobd: run.sh could not be confined: {exc}\n".encode())
+            raise
+
+    return setup
