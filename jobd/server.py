@@ -222,6 +222,16 @@ _LISTEN_FIXES = {
 }
 
 
+def _seal(layout: Layout, sandbox: Sandbox) -> None:
+    closed = layout.seal(traversable=sandbox.users is not None)
+    if closed:
+        log.warning(
+            "job users cannot pass %s on the way to the data dir: a job works in its folder"
+            " but cannot name it by its full path; give it o+x, or choose another --data-dir",
+            closed[-1],
+        )
+
+
 def serve(config: Config) -> int:
     layout = Layout(config.data_dir)
     try:
@@ -242,7 +252,7 @@ def serve(config: Config) -> int:
         sandbox = Sandbox(
             config.isolation,
             layout.root,
-            layout.tmp,
+            layout.scratch,
             config.job_uids,
             config.job_readable or (),
             config.job_writable or (),
@@ -260,6 +270,8 @@ def serve(config: Config) -> int:
     service = JobService(config, store, layout, executor, slurm)
     try:
         service.recover()
+        if config.isolation != "off":
+            _seal(layout, sandbox)
     except DataDirUnusable as exc:
         log.error("%s", exc)
         store.close()

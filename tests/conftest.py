@@ -43,6 +43,10 @@ RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]
 # Variables that would change how the daemon under test is configured; tests set them explicitly.
 _CONFIG_ENV = re.compile(r"^(JOBD_.*|PORT|DATAPATH)$")
 
+#: A folder outside every data dir that jobs may write to (gates, shared files): what an
+#: operator shares with --job-writable, open to every job user. Made at the session's start.
+OUTSIDE = Path("/nonexistent")
+
 T = TypeVar("T")
 FileSpec = bytes | str | tuple[bytes | str, int]
 
@@ -279,6 +283,7 @@ def jobd_command(*args: str) -> list[str]:
 def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The test runner's environment without jobd settings, able to import the checkout."""
     env = {k: v for k, v in os.environ.items() if not _CONFIG_ENV.match(k)}
+    env["JOBD_JOB_WRITABLE"] = str(OUTSIDE)
     if not os.environ.get("JOBD_EXE"):
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
@@ -540,7 +545,7 @@ def gates(tmp_path: Path):
     made: list[Gate] = []
 
     def make() -> Gate:
-        gate = Gate(tmp_path / f"gate-{uuid.uuid4().hex[:8]}")
+        gate = Gate(OUTSIDE / f"gate-{uuid.uuid4().hex[:8]}")
         made.append(gate)
         return gate
 
@@ -551,11 +556,26 @@ def gates(tmp_path: Path):
             gate.open()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def outside(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """OUTSIDE, made; and the session's temporary folders let job users pass (not list), as
+    the folders above a data dir such as /data do."""
+    global OUTSIDE
+    base = tmp_path_factory.getbasetemp()
+    for folder in (base.parent, base):
+        folder.chmod(0o711)
+    OUTSIDE = base / "outside"
+    OUTSIDE.mkdir()
+    OUTSIDE.chmod(0o1777)
+    return OUTSIDE
+
+
 @pytest.fixture
-def shared(tmp_path: Path) -> Path:
+def shared() -> Path:
     """An absolute directory that jobs write to, outside any job directory."""
-    path = tmp_path / "shared"
+    path = OUTSIDE / f"shared-{uuid.uuid4().hex[:8]}"
     path.mkdir()
+    path.chmod(0o1777)
     return path
 
 

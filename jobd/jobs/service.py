@@ -95,8 +95,6 @@ class JobService:
         self.layout.prepare()
         self.disk.keep_ballast()
         self.layout.remove_orphans(self.store.jobs.live_ids())
-        if self.config.isolation != "off":
-            self.layout.seal(traversable=self.isolation()["job_users"] is not None)
         self.local.recover()
         self.slurm.recover()
 

@@ -17,12 +17,14 @@ class Layout:
     """`jobs/<id>/` holds `input.zip` (the kept copy), `work/` (run.sh's directory), `result.zip`.
 
     `tmp/` stages uploads until they are accepted, so a rejected one leaves nothing behind.
+    `scratch/` holds each running job's TMPDIR.
     """
 
     def __init__(self, root: Path) -> None:
         self.root = root.absolute()  # paths go to sbatch and to other processes' working dirs
         self.jobs = self.root / "jobs"
         self.tmp = self.root / "tmp"
+        self.scratch = self.root / "scratch"
         self.db = self.root / "jobd.db"
         self._lock_fd: int | None = None
         self._made_lock_file = False
@@ -31,25 +33,29 @@ class Layout:
         try:
             for folder in (self.root, self.jobs):
                 folder.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp.mkdir()
+            for fresh in (self.tmp, self.scratch):
+                shutil.rmtree(fresh, ignore_errors=True)
+                fresh.mkdir()
         except OSError as exc:
             raise self._unusable(exc) from None
 
-    def seal(self, traversable: bool) -> None:
+    def seal(self, traversable: bool) -> list[Path]:
         """Only jobd reads the data dir: the store, the lock, every job's folder. Job users
-        may pass through the folders above theirs (`traversable`), never list them."""
+        may pass through the folders above theirs (`traversable`), never list them; returns
+        the folders above the data dir that they cannot pass."""
         passage = 0o711 if traversable else 0o700
         try:
-            for folder in (self.root, self.jobs, self.tmp):
+            for folder in (self.root, self.jobs, self.scratch):
                 os.chmod(folder, passage)
             for entry in self.root.iterdir():
-                if entry.name not in ("jobs", "tmp") and not entry.is_symlink():
+                if entry.name not in ("jobs", "scratch") and not entry.is_symlink():
                     os.chmod(entry, 0o700 if entry.is_dir() else 0o600)
             for job in self.jobs.iterdir():
                 os.chmod(job, 0o700)
         except OSError as exc:
             raise self._unusable(exc) from None
+        above = self.root.resolve().parents
+        return [folder for folder in above if traversable and not folder.stat().st_mode & 0o001]
 
     def lock(self) -> None:
         """Hold an exclusive lock on the data dir for the life of the process."""

@@ -60,7 +60,9 @@ class Cgroups:
         self._bases = bases
 
     @classmethod
-    def find(cls) -> Cgroups:
+    def find(cls, label: str) -> Cgroups:
+        """The groups of one daemon go in a folder named `label` below its own group; what
+        an earlier run of it left there empty is removed."""
         if os.geteuid() != 0:
             raise CgroupsUnavailable("jobd does not run as root")
         try:
@@ -70,7 +72,11 @@ class Cgroups:
         problems = []
         for version in ("v2", "v1"):
             try:
-                return cls._v2(mounts, own) if version == "v2" else cls._v1(mounts, own)
+                found = (
+                    cls._v2(mounts, own, label) if version == "v2" else cls._v1(mounts, own, label)
+                )
+                found._sweep()
+                return found
             except CgroupsUnavailable as exc:
                 problems.append(f"{version}: {exc}")
             except OSError as exc:
@@ -78,19 +84,23 @@ class Cgroups:
         raise CgroupsUnavailable("; ".join(problems))
 
     @classmethod
-    def _v1(cls, mounts: list[tuple[str, str, set[str]]], own: dict[str, str]) -> Cgroups:
+    def _v1(
+        cls, mounts: list[tuple[str, str, set[str]]], own: dict[str, str], label: str
+    ) -> Cgroups:
         bases = {}
         for controller in _CONTROLLERS:
             point = next((m for m, t, o in mounts if t == "cgroup" and controller in o), None)
             if point is None or controller not in own:
                 raise CgroupsUnavailable(f"no {controller} controller mounted")
-            base = Path(point) / own[controller].lstrip("/") / "jobd"
+            base = Path(point) / own[controller].lstrip("/") / label
             base.mkdir(exist_ok=True)
             bases[controller] = base
         return cls("v1", bases)
 
     @classmethod
-    def _v2(cls, mounts: list[tuple[str, str, set[str]]], own: dict[str, str]) -> Cgroups:
+    def _v2(
+        cls, mounts: list[tuple[str, str, set[str]]], own: dict[str, str], label: str
+    ) -> Cgroups:
         point = next((m for m, t, _ in mounts if t == "cgroup2"), None)
         if point is None or "" not in own:
             raise CgroupsUnavailable("not mounted")
@@ -114,10 +124,17 @@ class Cgroups:
                 with contextlib.suppress(ProcessLookupError):
                     _write(leaf / "cgroup.procs", pid)
             _write(home / "cgroup.subtree_control", enable)
-        base = home / "jobd"
+        base = home / label
         base.mkdir(exist_ok=True)
         _write(base / "cgroup.subtree_control", enable)
         return cls("v2", {"": base})
+
+    def _sweep(self) -> None:
+        for base in self._bases.values():
+            for entry in base.iterdir():
+                if entry.is_dir():
+                    with contextlib.suppress(OSError):  # busy: a live process is in it
+                        entry.rmdir()
 
     def make(self, name: str, memory: int | None, processes: int | None) -> JobGroup:
         """A fresh group for one run (what an earlier daemon left under the name goes)."""

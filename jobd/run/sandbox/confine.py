@@ -14,6 +14,8 @@ environment (the token) from /proc; and limits come from cgroups as root, rlimit
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import hashlib
 import logging
 import os
 import resource
@@ -72,14 +74,14 @@ class Sandbox:
         self,
         mode: str,
         data_dir: Path,
-        tmp: Path,
+        scratch: Path,
         job_uids: tuple[int, int],
         readable: tuple[Path, ...] = (),
         writable: tuple[Path, ...] = (),
     ) -> None:
         self.mode = mode
         self._data_dir = data_dir
-        self._tmp = tmp
+        self._scratch = scratch
         self._readable = readable
         self._writable = writable
         self.users: JobUsers | None = None
@@ -90,7 +92,7 @@ class Sandbox:
         #: run.sh gets the umask jobd was started with; jobd's own files are private
         self.job_umask = os.umask(0o077)
         try:
-            self.cgroups = Cgroups.find()
+            self.cgroups = Cgroups.find(f"jobd-{_label(data_dir)}")
         except CgroupsUnavailable as exc:
             self.missing["cgroups"] = str(exc)
         if mode == "off":
@@ -165,7 +167,7 @@ class Sandbox:
     def enter(self, name: str, job_dir: Path, workdir: Path, limits: RunLimits) -> Cell:
         """Confine a run that is about to start in `workdir` (inside `job_dir`); `name` is
         unique to the job in this data dir."""
-        tmpdir = self._tmp / f"run-{name}"
+        tmpdir = self._scratch / name
         shutil.rmtree(tmpdir, ignore_errors=True)
         tmpdir.mkdir(mode=0o700)
         cell = Cell(tmpdir, {"TMPDIR": str(tmpdir)}, limits=limits)
@@ -173,7 +175,7 @@ class Sandbox:
             if self.users is not None:
                 self._hand_over(cell, job_dir, workdir)
             if self.cgroups is not None:
-                cell.group = self.cgroups.make(f"run-{name}", limits.memory, limits.processes)
+                cell.group = self.cgroups.make(name, limits.memory, limits.processes)
             joiners = cell.group.joiners() if cell.group else []
             cell._close += joiners
             ruleset = self._ruleset(workdir, tmpdir) if self.landlock else None
@@ -237,11 +239,14 @@ class Sandbox:
             cell.uid = None
 
 
+def _label(data_dir: Path) -> str:
+    """Tells this data dir's jobd from others on the machine, and stays across restarts."""
+    return hashlib.sha256(os.fsencode(data_dir.resolve())).hexdigest()[:12]
+
+
 def _non_dumpable() -> None:
     """A process of the same user may not read a non-dumpable process's /proc/PID/environ
     or memory: the token stays the daemon's."""
-    import ctypes
-
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
