@@ -21,9 +21,6 @@ class UserTokens:
     entries: tuple[tuple[int, str], ...] = field(repr=False)  # secrets: never in a repr
     lines: tuple[int, ...] = ()  # the file's line of each entry, for messages
 
-    def __len__(self) -> int:
-        return len(self.entries)
-
 
 def read_user_tokens(text: str) -> UserTokens:
     """The file named by `text`, checked whole; a ValueError saying where it is wrong."""

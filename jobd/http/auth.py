@@ -35,7 +35,8 @@ class Credentials:
     def __init__(self, token: str | None, users: UserTokens | None) -> None:
         known = [(OPERATOR, token.encode())] if token is not None else []
         known += [
-            (Caller(user), secret.encode()) for user, secret in (users.entries if users else ())
+            (Caller(user), secret.encode())
+            for user, secret in (users.entries if users is not None else ())
         ]
         self._known = tuple(known)
 
@@ -69,7 +70,8 @@ def set_caller(caller: Caller) -> None:
 
 
 def owner() -> int | None:
-    """The user whose jobs this request reaches, or None for every job (the operator)."""
+    """The user whose jobs this request reaches, or None for every job (the operator). Only
+    /health and the sign-in form skip the token check, and neither reads a job."""
     caller = request.environ.get(_CALLER, OPERATOR)
     return caller.owner
 
