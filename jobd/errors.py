@@ -27,6 +27,13 @@ class Unauthorized(JobdError):
     code = "unauthorized"
 
 
+class Forbidden(JobdError):
+    """The caller is known, and this is not theirs to do."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(JobdError):
     status = 404
     code = "not_found"

@@ -222,6 +222,7 @@ class Schedule:
     last_fire: float
     created_at: float
     updated_at: float
+    user_id: int | None = None  # whose it is, and whose jobs its runs are (None: no one's)
 
     @property
     def settings(self) -> dict[str, object]:

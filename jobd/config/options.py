@@ -18,6 +18,7 @@ from jobd.config.services import (
 )
 from jobd.config.services import build as build_services
 from jobd.config.units import MAX_TIMEOUT, Reserve, parse_duration, parse_reserve, parse_size
+from jobd.config.user_tokens import UserTokens, read_user_tokens
 from jobd.errors import ConfigError
 
 
@@ -203,6 +204,15 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "require 'Authorization: Bearer TOKEN' on every route but /health (prefer the env var)",
         "TOKEN",
+    ),
+    Option(
+        "user_tokens",
+        ("JOBD_USER_TOKENS",),
+        None,
+        read_user_tokens,
+        "a file of users' tokens, one 'USER_ID TOKEN' a line ('#' comments): a request with"
+        " one reaches only that user's jobs; --token stays the operator's, who sees all",
+        "FILE",
     ),
     Option(
         "timeout",
@@ -404,6 +414,7 @@ class Config:
     retention: float
     min_free: Reserve
     token: str | None
+    user_tokens: UserTokens | None
     timeout: float | None
     pending_status: int
     on_restart: str
@@ -429,6 +440,7 @@ class Config:
         values = _resolve(OPTIONS, flags, environ)
         if values["token"] == "":
             values["token"] = None
+        _operator_token_apart(values)
         values["services"] = _services(values, environ)
         first, last = cast("tuple[int, int]", values["job_uids"])
         if last - first + 1 < cast(int, values["workers"]):
@@ -437,6 +449,19 @@ class Config:
                 f" ({values['workers']}): each running job needs one"
             )
         return cls(**values)  # type: ignore[arg-type]  # one value per field, from OPTIONS
+
+
+def _operator_token_apart(values: Mapping[str, object]) -> None:
+    """The operator's token is no user's: a user holding it would see every job."""
+    users = cast("UserTokens | None", values["user_tokens"])
+    token = values["token"]
+    if users is not None and token is not None:
+        for line, (_, known) in zip(users.lines, users.entries, strict=True):
+            if known == token:
+                raise ConfigError(
+                    f"--user-tokens: {str(users.path)!r} line {line}: the token is the operator's"
+                    " (--token); give users tokens of their own"
+                )
 
 
 _SERVICE_PARSERS: dict[str, Callable[[str], object]] = {

@@ -1,10 +1,10 @@
-"""The Bottle app: the token check, the routes of each protocol mounted, /health, /metrics and
-the API description; every error becomes the one JSON shape here, once."""
+"""The Bottle app: the token check (who is asking: jobd/http/auth.py), the routes of each
+protocol mounted, /health, /metrics and the API description; every error becomes the one JSON
+shape here, once."""
 
 from __future__ import annotations
 
 import functools
-import hmac
 import json
 import logging
 from collections.abc import Callable
@@ -13,6 +13,7 @@ from bottle import Bottle, HTTPError, HTTPResponse, request, response
 
 from jobd.config.options import Config
 from jobd.errors import JobdError, NotFound, Unauthorized
+from jobd.http.auth import Credentials, operator_only, set_caller
 from jobd.http.jobd_api import jobd_routes
 from jobd.http.openapi import docs_page, spec
 from jobd.http.orchestrator import orchestrator_routes
@@ -65,21 +66,22 @@ def _check_path() -> None:
 
 
 def _require_token(
-    token: str | None, signin: SignIn
+    credentials: Credentials, signin: SignIn
 ) -> Callable[[Callable[..., object]], Callable[..., object]]:
-    """The bearer header on every route; for reading routes, also the status page's cookie."""
-    expected = f"bearer {token}".encode()  # the scheme is case-insensitive (RFC 7235)
+    """The bearer header on every route; for reading routes, also the status page's cookie.
+    The caller it names (the operator or a user) is kept for the route."""
 
     def plugin(callback: Callable[..., object]) -> Callable[..., object]:
-        if token is None:
+        if not credentials.required:
             return callback
 
         @functools.wraps(callback)
         def wrapper(*args: object, **kwargs: object) -> object:
-            given = request.get_header("Authorization", "").encode()
-            scheme, _, credentials = given.partition(b" ")
-            given = scheme.lower() + b" " + credentials if credentials else given
-            if not hmac.compare_digest(given, expected) and not signin.cookie_opens():
+            given = request.get_header("Authorization", "")
+            caller = credentials.from_header(given)
+            if caller is None:
+                caller = signin.cookie_caller()
+            if caller is None:
                 form = signin.form_instead()
                 if form is not None:
                     return form
@@ -88,6 +90,7 @@ def _require_token(
                     if not given
                     else "the bearer token is wrong"
                 )
+            set_caller(caller)
             return callback(*args, **kwargs)
 
         return wrapper
@@ -98,8 +101,9 @@ def _require_token(
 def create_app(config: Config, service: JobService) -> Bottle:
     app = Bottle()
     slots = WaitSlots(config.threads)
-    signin = SignIn(config.token)
-    auth = _require_token(config.token, signin)
+    credentials = Credentials(config.token, config.user_tokens)
+    signin = SignIn(credentials)
+    auth = _require_token(credentials, signin)
     app.install(_errors_as_json)
     app.install(auth)
 
@@ -113,7 +117,7 @@ def create_app(config: Config, service: JobService) -> Bottle:
 
     @app.get("/openapi.json")
     def openapi() -> HTTPResponse:
-        return json_response(spec(token_required=config.token is not None))
+        return json_response(spec(token_required=credentials.required))
 
     @app.get("/docs")
     def docs() -> HTTPResponse:
@@ -121,6 +125,7 @@ def create_app(config: Config, service: JobService) -> Bottle:
 
     @app.get("/metrics")
     def metrics() -> HTTPResponse:
+        operator_only("/metrics")  # its counts are every user's
         return HTTPResponse(service.metrics.render(), 200, {"Content-Type": CONTENT_TYPE_LATEST})
 
     jobd_routes(app, config, service, slots)

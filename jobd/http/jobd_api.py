@@ -15,6 +15,7 @@ from bottle import Bottle, FormsDict, HTTPResponse, request
 from jobd.config.options import Config
 from jobd.errors import BadRequest
 from jobd.formats.archive import base64_chunks_of, base64_length
+from jobd.http.auth import owner
 from jobd.http.multipart import json_body
 from jobd.http.responses import SEND_HEADERS, json_response, read_all, refuse_large_body, size_of
 from jobd.http.slots import WaitSlots
@@ -85,7 +86,7 @@ def _with_output(job: Job, zipped: BinaryIO, status: int, slots: WaitSlots) -> H
 def jobd_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlots) -> None:
     @app.get("/api/services")
     def services() -> HTTPResponse:
-        return json_response(service.services())
+        return json_response(service.services(owner=owner()))
 
     @app.get("/api/jobs")
     def jobs() -> HTTPResponse:
@@ -98,7 +99,7 @@ def jobd_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlo
             )
         limit = _whole(query.get("limit"), "limit", 1, MAX_LISTED) or 50
         before = _whole(query.get("before"), "before", 0, 2**63 - 1)
-        found = service.newest(status and JobStatus(status.upper()), limit, before)
+        found = service.newest(status and JobStatus(status.upper()), limit, before, owner=owner())
         return json_response(
             [{k: v for k, v in job.wire().items() if k != "Output"} for job in found]
         )
@@ -106,7 +107,8 @@ def jobd_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlo
     @app.post("/api/upload")
     def upload() -> HTTPResponse:
         refuse_large_body(config.max_upload)
-        job = service.submit(json_body(request.environ["wsgi.input"]), config.max_upload)
+        body = json_body(request.environ["wsgi.input"])
+        job = service.submit(body, config.max_upload, owner=owner())
         request.environ["jobd.job_id"] = job.id
         return json_response(job.wire(), 201)
 
@@ -116,7 +118,7 @@ def jobd_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlo
         partial = parse_flag(request.query, "partial")
         wait = parse_wait(request.query.get("wait"))
         with slots.hold() as held:  # without a free slot, answer now rather than starve others
-            job = service.wait(job_id, wait if held else 0.0, _client_gone())
+            job = service.wait(job_id, wait if held else 0.0, _client_gone(), owner=owner())
         if job.status is JobStatus.SKIPPED:  # a schedule's run that never started: no result
             return json_response(job.wire(), 200)
         if job.status.terminal:
@@ -131,7 +133,7 @@ def jobd_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlo
         stream = request.query.get("stream", "stdout")
         if stream not in ("stdout", "stderr"):
             raise BadRequest(f"'stream' must be stdout or stderr, not {stream!r}")
-        job = service.get(job_id)
+        job = service.get(job_id, owner=owner())
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if parse_flag(request.query, "follow"):
             followed = itertools.chain([SEND_HEADERS], service.follow(job, stream, _client_gone()))
@@ -147,4 +149,4 @@ def jobd_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlo
     @app.post("/api/cancel/<job_id>")
     def cancel(job_id: str) -> HTTPResponse:
         request.environ["jobd.job_id"] = job_id
-        return json_response(service.cancel(job_id).wire())
+        return json_response(service.cancel(job_id, owner=owner()).wire())

@@ -11,6 +11,7 @@ from jobd import __version__
 from jobd.config.options import Config
 from jobd.errors import BadRequest, Conflict, Internal, JobdError, NotFound
 from jobd.formats.archive import path_problem
+from jobd.http.auth import owner
 from jobd.http.multipart import form_retry, read_form
 from jobd.http.responses import json_response, refuse_large_body, zip_response
 from jobd.http.slots import WaitSlots
@@ -62,13 +63,13 @@ def orchestrator_routes(app: Bottle, config: Config, service: JobService, slots:
         refuse_large_body(config.max_upload)
         form = read_form("/submit")
         parts = [(_part_path(name, part.raw_filename), part.file) for name, part in form.files]
-        job = service.intake.files(parts, retry=form_retry(form.fields))
+        job = service.intake.files(parts, owner(), retry=form_retry(form.fields))
         request.environ["jobd.job_id"] = job.id
         return json_response(payload(job, service))
 
     @app.get("/retrieve/<number>")
     def retrieve(number: str) -> HTTPResponse:
-        job = service.find(_int_id(number))
+        job = service.find(_int_id(number), owner=owner())
         request.environ["jobd.job_id"] = job.id
         if job.status is JobStatus.SUCCESS and not job.expired:
             return zip_response(service.result(job), slots)
@@ -76,20 +77,20 @@ def orchestrator_routes(app: Bottle, config: Config, service: JobService, slots:
 
     @app.get("/retrieve_partial/<number>")
     def retrieve_partial(number: str) -> HTTPResponse:
-        job = service.get(_int_id(number))
+        job = service.get(_int_id(number), owner=owner())
         request.environ["jobd.job_id"] = job.id
         zipped = service.result(job) if job.status.terminal else service.snapshot(job)
         return zip_response(zipped, slots)
 
     @app.post("/kill/<number>")
     def kill(number: str) -> HTTPResponse:
-        job = service.find(_int_id(number))
+        job = service.find(_int_id(number), owner=owner())
         request.environ["jobd.job_id"] = job.id
         if not job.status.terminal and not job.expired:
             try:
                 job = service.cancel(job.id)
             except Conflict:  # it ended meanwhile: nothing left to kill
-                job = service.find(_int_id(number))
+                job = service.find(job.id)
             except JobdError as exc:
                 raise Internal(f"could not end job {number}: {exc.message}") from None
         return json_response(payload(job, service))

@@ -9,6 +9,7 @@ from bottle import Bottle, HTTPResponse, request
 
 from jobd.config.options import Config
 from jobd.errors import BadRequest
+from jobd.http.auth import owner
 from jobd.http.responses import json_response, refuse_large_body
 from jobd.jobs.schedules import wire
 from jobd.jobs.service import JobService
@@ -22,45 +23,47 @@ def schedule_routes(app: Bottle, config: Config, service: JobService) -> None:
     @app.post("/api/schedules")
     def create() -> HTTPResponse:
         refuse_large_body(config.max_upload)
-        schedule = service.schedules.create(request.environ["wsgi.input"])
+        schedule = service.schedules.create(request.environ["wsgi.input"], owner=owner())
         return json_response(wire(schedule), 201)
 
     @app.get("/api/schedules")
     def listed() -> HTTPResponse:
-        return json_response([wire(schedule) for schedule in service.schedules.all()])
+        return json_response([wire(schedule) for schedule in service.schedules.all(owner=owner())])
 
     @app.get("/api/schedules/<name>")
     def get(name: str) -> HTTPResponse:
-        return json_response(wire(service.schedules.get(name)))
+        return json_response(wire(service.schedules.get(name, owner=owner())))
 
     @app.route("/api/schedules/<name>", method="PATCH")
     def change(name: str) -> HTTPResponse:
-        return json_response(wire(service.schedules.change(name, _small_json())))
+        return json_response(wire(service.schedules.change(name, _small_json(), owner=owner())))
 
     @app.delete("/api/schedules/<name>")
     def delete(name: str) -> HTTPResponse:
-        service.schedules.delete(name)
+        service.schedules.delete(name, owner=owner())
         return HTTPResponse(b"", 204)
 
     @app.post("/api/schedules/<name>/trigger")
     def trigger(name: str) -> HTTPResponse:
-        run = service.schedules.trigger(name)
+        run = service.schedules.trigger(name, owner=owner())
         return json_response(wire(service.schedules.get(name)) | {"run": run.wire()})
 
     @app.post("/api/schedules/<name>/enable")
     def enable(name: str) -> HTTPResponse:
-        return json_response(wire(service.schedules.enable(name, True)))
+        return json_response(wire(service.schedules.enable(name, True, owner=owner())))
 
     @app.post("/api/schedules/<name>/disable")
     def disable(name: str) -> HTTPResponse:
-        return json_response(wire(service.schedules.enable(name, False)))
+        return json_response(wire(service.schedules.enable(name, False, owner=owner())))
 
     @app.get("/api/schedules/<name>/runs")
     def runs(name: str) -> HTTPResponse:
         text = request.query.get("limit", "50")
         if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_RUNS_LISTED:
             raise BadRequest(f"'limit' must be a whole number from 1 to {MAX_RUNS_LISTED}")
-        return json_response([job.wire() for job in service.schedules.runs(name, int(text))])
+        return json_response(
+            [job.wire() for job in service.schedules.runs(name, int(text), owner=owner())]
+        )
 
 
 def _small_json() -> dict[str, object]:

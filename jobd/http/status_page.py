@@ -22,6 +22,7 @@ from bottle import Bottle, HTTPResponse, request
 
 from jobd import __version__
 from jobd.errors import BadRequest
+from jobd.http.auth import Caller, Credentials, owner
 from jobd.http.responses import refuse_large_body
 from jobd.models import Job, JobStatus, span
 
@@ -71,13 +72,19 @@ def wants_page() -> bool:
 
 class SignIn:
     """The browser's credential when a token is set: a cookie holding an HMAC of the token
-    under a key made at start-up. It is not the token (a copied cookie does not give the
-    token away, nor the POST routes), and a restart ends every sign-in."""
+    (the operator's or a user's) under a key made at start-up. It is not the token (a copied
+    cookie does not give the token away, nor the POST routes), and a restart ends every
+    sign-in."""
 
-    def __init__(self, token: str | None) -> None:
-        self.token = token
-        key = os.urandom(32)
-        self._value = hmac.new(key, (token or "").encode(), hashlib.sha256).hexdigest()
+    def __init__(self, credentials: Credentials) -> None:
+        self._credentials = credentials
+        self._key = os.urandom(32)
+        self._cookies = tuple(
+            (caller, self._cookie_of(token)) for caller, token in credentials.tokens()
+        )
+
+    def _cookie_of(self, token: bytes) -> bytes:
+        return hmac.new(self._key, token, hashlib.sha256).hexdigest().encode()
 
     @staticmethod
     def cookie_name() -> str:
@@ -85,13 +92,17 @@ class SignIn:
         from signing each other out."""
         return f"jobd-{request.environ.get('SERVER_PORT') or 'session'}"
 
-    def cookie_opens(self) -> bool:
-        """Whether the request carries the sign-in cookie and only reads: a page on another
+    def cookie_caller(self) -> Caller | None:
+        """Whose sign-in cookie the request carries, if it only reads: a page on another
         site can make a browser POST here with its cookies, so the cookie never cancels."""
-        if self.token is None or request.method not in ("GET", "HEAD"):
-            return False
-        given = request.get_cookie(self.cookie_name()) or ""
-        return hmac.compare_digest(given.encode(), self._value.encode())
+        if not self._credentials.required or request.method not in ("GET", "HEAD"):
+            return None
+        given = (request.get_cookie(self.cookie_name()) or "").encode()
+        found = None
+        for caller, cookie in self._cookies:  # each compared, in constant time
+            if hmac.compare_digest(given, cookie):
+                found = caller
+        return found
 
     def form_instead(self) -> HTTPResponse | None:
         """For a browser asking for the page without a credential: the sign-in form, as a
@@ -102,7 +113,7 @@ class SignIn:
 
     def submit(self) -> HTTPResponse:
         """POST /: the form's token. Right: the cookie and 303 to the page; else the form."""
-        if self.token is None:
+        if not self._credentials.required:
             return _see_other()  # nothing to sign in to
         refuse_large_body(MAX_FORM)
         if "token" not in request.forms:  # not the form, which always sends the field
@@ -110,12 +121,12 @@ class SignIn:
         given = request.forms.getunicode("token")  # None: not UTF-8, so not the token
         if given == "":
             return sign_in_page("Enter the token to see the jobs.")
-        if given is None or not hmac.compare_digest(given.encode(), self.token.encode()):
+        if given is None or self._credentials.match(given.encode()) is None:
             return sign_in_page("That token is wrong. Check it and try again.")
         answer = _see_other()
+        cookie = self._cookie_of(given.encode()).decode()
         answer.set_header(
-            "Set-Cookie",
-            f"{self.cookie_name()}={self._value}; Path=/; HttpOnly; SameSite=Strict",
+            "Set-Cookie", f"{self.cookie_name()}={cookie}; Path=/; HttpOnly; SameSite=Strict"
         )
         return answer
 
@@ -217,8 +228,9 @@ def sign_in_page(problem: str | None = None) -> HTTPResponse:
 
 
 def status_page(service: JobService) -> HTTPResponse:
-    jobs = service.newest(None, PAGE_SIZE, None)
-    counts = service.counts()
+    """The newest jobs the caller may see, and their counts (a user's: their own)."""
+    jobs = service.newest(None, PAGE_SIZE, None, owner=owner())
+    counts = service.counts(owner=owner())
     return HTTPResponse(render(jobs, counts, time.time()), 200, _HEADERS)
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 from bottle import Bottle, HTTPResponse, request
 
 from jobd.config.options import Config
-from jobd.errors import BadRequest, Conflict, NotFound
+from jobd.errors import BadRequest, Conflict, Forbidden, NotFound
 from jobd.formats.archive import path_problem
+from jobd.http.auth import owner
 from jobd.http.multipart import form_retry, read_form
 from jobd.http.responses import json_response, refuse_large_body, zip_response
 from jobd.http.slots import WaitSlots
@@ -51,7 +52,7 @@ def user_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlo
                 "a 'file' part has an empty file name; send files as -F 'file=@path' (a path"
                 " inside the job: ';filename=data/name')"
             )
-        user_id = _user_id(form.fields.get("user_id"))
+        user_id = _user_id(form.fields.get("user_id"), owner())
         name = form.fields.get("service", DEFAULT_SERVICE)
         if not SERVICE_PATTERN.fullmatch(name):
             raise BadRequest(
@@ -115,16 +116,24 @@ def _job(service: JobService, number: str) -> Job:
     found = int_id(number)
     if found is None:
         raise NotFound(f"there is no job number {number!r}")
-    job = service.find(found)
+    job = service.find(found, owner=owner())
     request.environ["jobd.job_id"] = job.id
     return job
 
 
-def _user_id(value: str | None) -> int:
+def _user_id(value: str | None, token_user: int | None) -> int:
+    """The form's user_id; a user's token stands for it (and allows no other)."""
+    if value is None and token_user is not None:
+        return token_user
     if value is None:
         raise BadRequest("'user_id' is missing: send it as a form field, e.g. -F user_id=1")
     if not (value.isascii() and value.isdigit()) or int(value) > _MAX_USER_ID:
         raise BadRequest(f"'user_id' must be a whole number from 0 up, not {value!r}")
+    if token_user is not None and int(value) != token_user:
+        raise Forbidden(
+            f"'user_id' is {value} but the token is user {token_user}'s: a user uploads only"
+            " their own jobs (leave 'user_id' out, or send the operator's token)"
+        )
     return int(value)
 
 

@@ -53,8 +53,9 @@ class Intake:
         self._limits = limits
         self._disk = disk
 
-    def upload(self, body: BinaryIO, limit: int) -> Job:
-        """`POST /api/upload`: JSON with the base64 zip, decoded to disk as it arrives."""
+    def upload(self, body: BinaryIO, limit: int, user_id: int | None = None) -> Job:
+        """`POST /api/upload`: JSON with the base64 zip, decoded to disk as it arrives; the
+        job is `user_id`'s when a user's token sent it."""
         with self._staging() as staging:
             with open(staging / "input.zip", "wb") as kept:
                 decoder = Base64Writer(kept)
@@ -76,6 +77,7 @@ class Intake:
                 env=upload.env,
                 retry=upload.retry or self._default_retry(DEFAULT_SERVICE),
                 callback_auth=upload.callback_auth,
+                user_id=user_id,
             )
             return self.accept(spec, staging)
 

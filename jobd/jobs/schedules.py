@@ -125,8 +125,10 @@ class Schedules(Loop):
         self._limit = limit
 
     # -- the API's verbs ---------------------------------------------------------------------
+    # `owner` as in JobService: a user's schedules are theirs alone (another's is not found),
+    # and their runs are that user's jobs; None sees and changes every schedule.
 
-    def create(self, body: BinaryIO) -> Schedule:
+    def create(self, body: BinaryIO, *, owner: int | None = None) -> Schedule:
         made: list[Schedule] = []
 
         def keep(fields: dict[str, object]) -> Path:
@@ -135,7 +137,8 @@ class Schedules(Loop):
             if self._store.schedules.get(name) is not None:
                 raise Conflict(f"there is already a schedule named {name!r}")
             now = time.time()
-            made.append(Schedule(name, encode(settings), _enabled(fields, True), now, now, now))
+            enabled = _enabled(fields, True)
+            made.append(Schedule(name, encode(settings), enabled, now, now, now, owner))
             return self._layout.schedule_zip(name)
 
         self._intake.zip_and_fields(body, self._limit, keep)
@@ -146,17 +149,17 @@ class Schedules(Loop):
         self.kick()
         return schedule
 
-    def get(self, name: str) -> Schedule:
+    def get(self, name: str, *, owner: int | None = None) -> Schedule:
         found = self._store.schedules.get(name) if NAME.fullmatch(name) else None
-        if found is None:
+        if found is None or (owner is not None and found.user_id != owner):
             raise NotFound(f"there is no schedule named {name!r}")
         return found
 
-    def all(self) -> list[Schedule]:
-        return self._store.schedules.all()
+    def all(self, *, owner: int | None = None) -> list[Schedule]:
+        return self._store.schedules.all(owner)
 
-    def change(self, name: str, fields: dict[str, object]) -> Schedule:
-        current = self.get(name)
+    def change(self, name: str, fields: dict[str, object], *, owner: int | None = None) -> Schedule:
+        current = self.get(name, owner=owner)
         if "input" in fields or "name" in fields:
             raise BadRequest("a schedule's name and input cannot change: delete it and create it")
         settings = check_settings(fields, current.settings)
@@ -170,8 +173,8 @@ class Schedules(Loop):
         self.kick()
         return changed
 
-    def enable(self, name: str, enabled: bool) -> Schedule:
-        current = self.get(name)
+    def enable(self, name: str, enabled: bool, *, owner: int | None = None) -> Schedule:
+        current = self.get(name, owner=owner)
         # enabled again: from now on, not the slots that passed while it was off
         last = current.last_fire if current.enabled or not enabled else time.time()
         changed = dataclasses.replace(
@@ -181,18 +184,18 @@ class Schedules(Loop):
         self.kick()
         return changed
 
-    def delete(self, name: str) -> None:
-        self.get(name)
+    def delete(self, name: str, *, owner: int | None = None) -> None:
+        self.get(name, owner=owner)
         self._store.schedules.delete(name)
         self._layout.schedule_zip(name).unlink(missing_ok=True)
 
-    def trigger(self, name: str) -> Job:
+    def trigger(self, name: str, *, owner: int | None = None) -> Job:
         """A run now, whatever the schedule says (its concurrency policy still holds)."""
-        return self._start_run(self.get(name), time.time(), manual=True)
+        return self._start_run(self.get(name, owner=owner), time.time(), manual=True)
 
-    def runs(self, name: str, limit: int) -> list[Job]:
-        self.get(name)
-        return self._store.jobs.runs_of(name, limit)
+    def runs(self, name: str, limit: int, *, owner: int | None = None) -> list[Job]:
+        self.get(name, owner=owner)
+        return self._store.jobs.runs_of(name, limit, owner)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -222,7 +225,9 @@ class Schedules(Loop):
         elif (existing := self._store.jobs.get(job_id)) is not None:
             return existing  # fired before a restart cut the bookkeeping short
         running = [
-            job for job in self._store.jobs.runs_of(schedule.name, 100) if not job.status.terminal
+            job
+            for job in self._store.jobs.runs_of(schedule.name, 100, schedule.user_id)
+            if not job.status.terminal
         ]
         policy = schedule.settings["concurrency"]
         if running and policy == "forbid":
@@ -230,7 +235,7 @@ class Schedules(Loop):
                 f"skipped: run {running[0].id} was still {running[0].status.value.lower()}"
                 " (concurrency forbid)"
             )
-            job = self._store.jobs.insert_skipped(job_id, schedule.name, message)
+            job = self._store.jobs.insert_skipped(job_id, schedule.name, message, schedule.user_id)
             self._metrics.schedule_run(schedule.name, JobStatus.SKIPPED.value)
             log.info("schedule %s: %s", schedule.name, message)
             return job
@@ -248,6 +253,7 @@ class Schedules(Loop):
             env=tuple(env.items()) if isinstance(env, dict) else (),
             schedule=schedule.name,
             retry=retry or NO_RETRY,
+            user_id=schedule.user_id,
         )
         job = self._intake.from_zip(self._layout.schedule_zip(schedule.name), spec)
         self._metrics.schedule_run(schedule.name, "started")

@@ -3,6 +3,10 @@
 Intake accepts new jobs, the local and Slurm runners run them, the lifecycle changes their
 state, retention and callbacks follow up; this facade starts and stops them in order and
 answers reads (find, wait, follow, result) from the store and the data dir.
+
+Reads and changes a client asks for take `owner`: with it (a user of --user-tokens), only that
+user's jobs exist, and another's is not found exactly as an unknown one; None sees every job.
+`find` is the one place a job is looked up for a client, so the one place that decides.
 """
 
 from __future__ import annotations
@@ -121,12 +125,12 @@ class JobService:
 
     # -- accept and cancel ------------------------------------------------------------------
 
-    def submit(self, body: BinaryIO, limit: int) -> Job:
-        return self.intake.upload(body, limit)
+    def submit(self, body: BinaryIO, limit: int, *, owner: int | None = None) -> Job:
+        return self.intake.upload(body, limit, owner)
 
-    def cancel(self, ref: str | int) -> Job:
+    def cancel(self, ref: str | int, *, owner: int | None = None) -> Job:
         """Cancel a queued or running job; returns once its processes are gone."""
-        job = self.get(ref)
+        job = self.get(ref, owner=owner)
         runner = self.slurm if job.slurml else self.local
         if job.status.terminal or not runner.cancel(job):
             job = self.get(job.id)
@@ -135,13 +139,19 @@ class JobService:
 
     # -- read -------------------------------------------------------------------------------
 
-    def find(self, ref: str | int) -> Job:
+    def find(self, ref: str | int, *, owner: int | None = None) -> Job:
         """By its ID, or by its integer ID (IntID): an int, or digits no job has as its ID.
-        Jobs removed by retention are found too, as tombstones."""
+        Jobs removed by retention are found too, as tombstones. With `owner`, another user's
+        job is passed over as if it did not exist."""
+
+        def seen(job: Job | None) -> Job | None:
+            return job if job is None or owner is None or job.user_id == owner else None
+
         job = self.store.jobs.get(ref) if isinstance(ref, str) and valid_job_id(ref) else None
+        job = seen(job)
         number = int_id(ref)
         if job is None and number is not None:
-            job = self.store.jobs.get_by_seq(number)
+            job = seen(self.store.jobs.get_by_seq(number))
         if job is None:
             raise NotFound(
                 f"there is no job number {ref}"
@@ -150,9 +160,9 @@ class JobService:
             )
         return job
 
-    def get(self, ref: str | int) -> Job:
+    def get(self, ref: str | int, *, owner: int | None = None) -> Job:
         """The job, if its files are still kept."""
-        job = self.find(ref)
+        job = self.find(ref, owner=owner)
         if job.expired:
             raise Gone(
                 f"job {ref!r} has finished and its files were removed after the retention"
@@ -160,10 +170,17 @@ class JobService:
             )
         return job
 
-    def wait(self, ref: str | int, timeout: float, gone: Callable[[], bool] = _never) -> Job:
+    def wait(
+        self,
+        ref: str | int,
+        timeout: float,
+        gone: Callable[[], bool] = _never,
+        *,
+        owner: int | None = None,
+    ) -> Job:
         """The job once it is finished or `timeout` has passed, whichever is first; sooner
         if the client is `gone`."""
-        job = self.get(ref)
+        job = self.get(ref, owner=owner)
         deadline = time.monotonic() + timeout
         while not job.status.terminal and not gone() and not self.lifecycle.stopping:
             left = deadline - time.monotonic()
@@ -203,15 +220,23 @@ class JobService:
                 return
             self.lifecycle.wait_for_end(job.id, FOLLOW_POLL)
 
-    def newest(self, status: JobStatus | None, limit: int, before: int | None = None) -> list[Job]:
+    def newest(
+        self,
+        status: JobStatus | None,
+        limit: int,
+        before: int | None = None,
+        *,
+        owner: int | None = None,
+    ) -> list[Job]:
         """Jobs newest first, from below the IntID `before`."""
-        return self.store.jobs.newest(status, limit, before)
+        return self.store.jobs.newest(status, limit, before, owner)
 
-    def counts(self) -> dict[str, int]:
-        return self.store.jobs.counts()
+    def counts(self, *, owner: int | None = None) -> dict[str, int]:
+        return self.store.jobs.counts(owner)
 
-    def services(self) -> list[dict]:
-        return services_report(self.config.services, self.store.jobs.unfinished_by_user())
+    def services(self, *, owner: int | None = None) -> list[dict]:
+        """Each service's settings and load; with `owner`, no other user is named."""
+        return services_report(self.config.services, self.store.jobs.unfinished_by_user(), owner)
 
     def health(self) -> dict[str, object]:
         """The daemon's state, and `degraded` (with the reasons) when something is wrong that

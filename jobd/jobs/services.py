@@ -6,9 +6,12 @@ from jobd.config.services import Services
 from jobd.models import ANONYMOUS, DEFAULT_SERVICE
 
 
-def report(services: Services, unfinished: list[tuple[str, int, str, int]]) -> list[dict]:
+def report(
+    services: Services, unfinished: list[tuple[str, int, str, int]], owner: int | None = None
+) -> list[dict]:
     """Each service's settings and its queued and running jobs, in all and per user (for
-    `GET /api/services`); the declared ones, `default`, and any other with jobs waiting."""
+    `GET /api/services`); the declared ones, `default`, and any other with jobs waiting.
+    With `owner`, the per-user lists hold that user alone (the totals stay whole)."""
     names = {DEFAULT_SERVICE, *services.declared, *(row[0] for row in unfinished)}
     users: dict[str, dict[int, dict[str, int]]] = {name: {} for name in names}
     for name, user, status, count in unfinished:
@@ -31,6 +34,7 @@ def report(services: Services, unfinished: list[tuple[str, int, str, int]]) -> l
                 "users": [
                     {"user_id": None if user == ANONYMOUS else user, **per_user[user]}
                     for user in sorted(per_user)
+                    if owner is None or user == owner
                 ],
             }
         )

@@ -71,8 +71,12 @@ class JobStore:
     def with_status(self, status: JobStatus) -> list[Job]:
         return self._query("WHERE status = ? AND expired = 0 ORDER BY seq", (status.value,))
 
-    def counts(self) -> dict[str, int]:
-        rows = self._db.rows("SELECT status, COUNT(*) FROM jobs WHERE expired = 0 GROUP BY status")
+    def counts(self, owner: int | None = None) -> dict[str, int]:
+        """Kept jobs by status: every job's, or with `owner` only that user's."""
+        mine, params = ("AND user_id = ?", (owner,)) if owner is not None else ("", ())
+        rows = self._db.rows(
+            f"SELECT status, COUNT(*) FROM jobs WHERE expired = 0 {mine} GROUP BY status", params
+        )
         return {status.value: 0 for status in JobStatus} | {row[0]: row[1] for row in rows}
 
     def oldest_queued(self) -> Job | None:
@@ -108,10 +112,15 @@ class JobStore:
         )
         return [(row[0], row[1], row[2], row[3]) for row in rows]
 
-    def newest(self, status: JobStatus | None, limit: int, before: int | None) -> list[Job]:
-        """Jobs newest first, from below `before` (an IntID): one index range, so the cost
-        follows `limit`, not how many jobs are stored."""
+    def newest(
+        self, status: JobStatus | None, limit: int, before: int | None, owner: int | None = None
+    ) -> list[Job]:
+        """Jobs newest first, from below `before` (an IntID), with `owner` only that user's:
+        one index range, so the cost follows `limit`, not how many jobs are stored."""
         where, params = ["expired = 0"], list[object]()
+        if owner is not None:
+            where.append("user_id = ?")
+            params.append(owner)
         if status is not None:
             where.append("status = ?")
             params.append(status.value)
@@ -121,12 +130,20 @@ class JobStore:
         sql = f"WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
         return self._query(sql, (*params, limit))
 
-    def runs_of(self, name: str, limit: int) -> list[Job]:
-        """A schedule's runs, newest first (an index, not a scan)."""
-        return self._query("WHERE schedule = ? ORDER BY seq DESC LIMIT ?", (name, limit))
+    def runs_of(self, name: str, limit: int, owner: int | None = None) -> list[Job]:
+        """A schedule's runs, newest first (an index, not a scan); with `owner` only that
+        user's (a name freed by a delete may have served someone else)."""
+        if owner is None:
+            return self._query("WHERE schedule = ? ORDER BY seq DESC LIMIT ?", (name, limit))
+        return self._query(
+            "WHERE schedule = ? AND user_id = ? ORDER BY seq DESC LIMIT ?", (name, owner, limit)
+        )
 
-    def insert_skipped(self, job_id: str, schedule: str, message: str) -> Job:
-        """A run the concurrency policy did not start: recorded as a SKIPPED job."""
+    def insert_skipped(
+        self, job_id: str, schedule: str, message: str, user_id: int | None = None
+    ) -> Job:
+        """A run the concurrency policy did not start: recorded as a SKIPPED job of the
+        schedule's user."""
         now = time.time()
         job = Job(
             job_id,
@@ -136,6 +153,7 @@ class JobStore:
             updated_at=now,
             finished_at=now,
             schedule=schedule,
+            user_id=user_id,
         )
         return self.insert(job)
 

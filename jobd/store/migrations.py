@@ -72,5 +72,9 @@ CREATE TABLE schedules (
     updated_at REAL    NOT NULL
 );
 """,
+    """
+ALTER TABLE schedules ADD COLUMN user_id INTEGER;  -- its owner (--user-tokens); NULL: none
+CREATE INDEX jobs_by_user ON jobs (user_id, seq);
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -7,7 +7,7 @@ import dataclasses
 import sqlite3
 
 from jobd.models import Schedule
-from jobd.store.sqlite import Database
+from jobd.store.sqlite import Database, marks
 
 _FIELDS = tuple(field.name for field in dataclasses.fields(Schedule))
 _COLUMNS = ", ".join(_FIELDS)
@@ -23,8 +23,10 @@ class ScheduleStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def all(self) -> list[Schedule]:
-        rows = self._db.rows(f"SELECT {_COLUMNS} FROM schedules ORDER BY name")
+    def all(self, owner: int | None = None) -> list[Schedule]:
+        """Every schedule, or with `owner` only that user's."""
+        where, params = ("WHERE user_id = ?", (owner,)) if owner is not None else ("", ())
+        rows = self._db.rows(f"SELECT {_COLUMNS} FROM schedules {where} ORDER BY name", params)
         return [_schedule(row) for row in rows]
 
     def get(self, name: str) -> Schedule | None:
@@ -36,7 +38,7 @@ class ScheduleStore:
         try:
             with self._db.tx() as db:
                 db.execute(
-                    f"INSERT INTO schedules ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO schedules ({_COLUMNS}) VALUES ({marks(_FIELDS)})",
                     dataclasses.astuple(schedule),
                 )
         except sqlite3.IntegrityError:
