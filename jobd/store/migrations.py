@@ -72,5 +72,9 @@ CREATE TABLE schedules (
     updated_at REAL    NOT NULL
 );
 """,
+    """
+ALTER TABLE jobs ADD COLUMN memory_limit INTEGER;  -- bytes; NULL: none
+ALTER TABLE jobs ADD COLUMN process_limit INTEGER;  -- NULL: none
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
