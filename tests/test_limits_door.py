@@ -316,3 +316,22 @@ def test_the_effective_limit_is_the_smallest_that_applies() -> None:
             effective(asked, service, config)
         clamped = effective(asked, service, config, clamp=True)
         assert clamped == effective(JobLimits(), service, config)
+
+
+def test_the_description_has_the_field_and_the_answers_match(server) -> None:
+    from jsonschema import Draft202012Validator
+
+    spec = server.api("GET", "/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["Upload"]["properties"]["limits"]["properties"]) == {"memory", "processes"}
+    form = spec["paths"]["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert "limits" in form["schema"]["properties"]
+    job = server.submit({"run.sh": RUN_SH}, limits={"memory": "1M"})
+    for name in ("Job", "ListedJob"):
+        schema = {**spec, "$ref": f"#/components/schemas/{name}"}
+        assert not list(Draft202012Validator(schema).iter_errors(job)), name
+    services = server.api("GET", "/api/services").json()
+    small = next(s for s in services if s["name"] == "small")
+    assert (small["memory"], small["processes"]) == (SMALL_MEMORY, SMALL_PROCESSES)
+    schema = {**spec, "$ref": "#/components/schemas/Service"}
+    assert not list(Draft202012Validator(schema).iter_errors(small))
