@@ -98,6 +98,18 @@ NO_RETRY = RetryPolicy(max_attempts=1)
 
 
 @dataclass(frozen=True)
+class JobLimits:
+    """Resources a job may use: `memory` in bytes, `processes` at once; None: no limit set
+    at this level (what a job asks for, or a service's or jobd's maximum)."""
+
+    memory: int | None = None
+    processes: int | None = None
+
+
+NO_LIMITS = JobLimits()
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """What a new job asks for, whichever wire shape it came in; every intake builds one."""
 
@@ -112,6 +124,8 @@ class JobSpec:
     retry: RetryPolicy = NO_RETRY
     callback_auth: str | None = None  # checked, as JSON
     schedule: str | None = None
+    memory_limit: int | None = None  # bytes; the effective limit (jobs/limits.py)
+    process_limit: int | None = None
 
 
 @dataclass
@@ -146,6 +160,10 @@ class Job:
     due_at: float | None = None  # a queued retry starts no earlier
     callback_auth: str | None = None  # JSON: how the callback proves itself; never sent back
     schedule: str | None = None  # the schedule whose run it is
+    # The limits the executor applies, the smallest of what the job asked for, its service's
+    # and jobd's maximum (jobs/limits.py); None: no limit. Kept across retries and restarts.
+    memory_limit: int | None = None  # bytes
+    process_limit: int | None = None
 
     @property
     def retry(self) -> RetryPolicy:
@@ -192,6 +210,7 @@ class Job:
             "Attempt": self.attempt,
             "MaxAttempts": self.max_attempts,
             "Schedule": self.schedule,
+            "Limits": {"Memory": self.memory_limit, "Processes": self.process_limit},
         }
 
 

@@ -328,5 +328,6 @@ def serve(config: Config) -> int:
         service.quiesce()  # also when the server stopped for another reason
         server.close()
         service.stop()
+        sandbox.close()
         store.close()
     return 0

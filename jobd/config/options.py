@@ -17,7 +17,15 @@ from jobd.config.services import (
     parse_declarations,
 )
 from jobd.config.services import build as build_services
-from jobd.config.units import MAX_TIMEOUT, Reserve, parse_duration, parse_reserve, parse_size
+from jobd.config.units import (
+    MAX_LIMIT,
+    MAX_TIMEOUT,
+    Reserve,
+    format_size,
+    parse_duration,
+    parse_reserve,
+    parse_size,
+)
 from jobd.config.user_tokens import UserTokens, read_user_tokens
 from jobd.errors import ConfigError
 
@@ -115,6 +123,22 @@ def _paths(text: str) -> tuple[Path, ...]:
             raise ValueError(f"{part!r} does not exist")
         found.append(path)
     return tuple(found)
+
+
+def job_memory(text: str) -> int:
+    """A job's memory limit (`--job-memory`, a service's `memory`): a size above 0."""
+    value = _positive_size(text)
+    if value > MAX_LIMIT:
+        raise ValueError(f"{text!r} is more than the largest limit, {MAX_LIMIT} bytes")
+    return value
+
+
+def job_processes(text: str) -> int:
+    """A job's process limit (`--job-processes`, a service's `processes`): 1 or more."""
+    value = _positive_int(text)
+    if value > MAX_LIMIT:
+        raise ValueError(f"{text!r} is more than the largest limit, {MAX_LIMIT}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -309,7 +333,8 @@ OPTIONS: tuple[Option, ...] = (
         ("JOBD_SERVICES",),
         None,
         parse_declarations,
-        "declare a service: NAME:runs_per_user=N,max_runs=N,timeout=DUR,retention=DUR,retry=N"
+        "declare a service: NAME:runs_per_user=N,max_runs=N,timeout=DUR,retention=DUR,retry=N,"
+        "memory=SIZE,processes=N"
         " (repeat the flag; ';' between services in the variable; also"
         " SERVICE_<NAME>_RUNS_PER_USER and SERVICE_<NAME>_MAX_RUNS)",
         "SPEC",
@@ -359,6 +384,24 @@ OPTIONS: tuple[Option, ...] = (
         _threads,
         "HTTP threads, at least 5 (4 are kept for quick requests; each long-poll, log"
         " follow or large download holds one of the others)",
+        "N",
+    ),
+    Option(
+        "job_memory",
+        ("JOBD_JOB_MEMORY",),
+        None,
+        job_memory,
+        "most memory a local job may use, its processes together; a service or a job's own"
+        " 'limits' may ask for less, never more",
+        "SIZE",
+    ),
+    Option(
+        "job_processes",
+        ("JOBD_JOB_PROCESSES",),
+        "4096",
+        job_processes,
+        "most processes (threads count) a local job may have at once; a service or a job's"
+        " own 'limits' may ask for fewer, never more",
         "N",
     ),
 )
@@ -432,6 +475,8 @@ class Config:
     job_readable: tuple[Path, ...] | None
     job_writable: tuple[Path, ...] | None
     threads: int
+    job_memory: int | None
+    job_processes: int
     services: Services  # from runs_per_user, max_runs, service and SERVICE_<NAME>_*
 
     @classmethod
@@ -470,6 +515,8 @@ _SERVICE_PARSERS: dict[str, Callable[[str], object]] = {
     "timeout": _job_timeout,
     "retention": parse_duration,
     "retry": _positive_int,
+    "memory": job_memory,
+    "processes": job_processes,
 }
 
 
@@ -486,9 +533,28 @@ def _services(values: Mapping[str, object], environ: Mapping[str, str]) -> Servi
             raise ConfigError(f"{variables}: {exc}") from None
     declared = cast("tuple[Declaration, ...] | None", values["service"]) or ()
     try:
-        return build_services(default, from_env + declared, _SERVICE_PARSERS)
+        services = build_services(default, from_env + declared, _SERVICE_PARSERS)
     except ValueError as exc:
         raise ConfigError(f"--service: {exc}") from None
+    _check_limits(services, values)
+    return services
+
+
+def _check_limits(services: Services, values: Mapping[str, object]) -> None:
+    """A service may lower jobd's limits of a job, never raise them."""
+    memory = cast("int | None", values["job_memory"])
+    processes = cast(int, values["job_processes"])
+    for name, settings in services.declared.items():
+        if memory is not None and settings.memory is not None and settings.memory > memory:
+            raise ConfigError(
+                f"--service: service {name!r}: memory {format_size(settings.memory)} is above"
+                f" this jobd's maximum of {format_size(memory)} (--job-memory)"
+            )
+        if settings.processes is not None and settings.processes > processes:
+            raise ConfigError(
+                f"--service: service {name!r}: processes {settings.processes} is above this"
+                f" jobd's maximum of {processes} (--job-processes)"
+            )
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 job-orchestrator's SERVICE_<NAME>_* variables and Ocypod's per-queue settings.
 
 A service nobody declared has the defaults (--runs-per-user, --max-runs), so any well-formed
-name works on a fresh daemon. Declared by `--service NAME:runs_per_user=3,max_runs=5,timeout=1h`
+name works on a fresh daemon. Declared by
+`--service NAME:runs_per_user=3,max_runs=5,timeout=1h,memory=512M,processes=100`
 (repeatable; `;` between services in JOBD_SERVICES) or SERVICE_<NAME>_RUNS_PER_USER /
 SERVICE_<NAME>_MAX_RUNS (the name lowercased, as job-orchestrator reads them).
 """
@@ -17,7 +18,7 @@ from typing import Any, cast
 from jobd.models import SERVICE_PATTERN
 
 _ENV = re.compile(r"SERVICE_(.+)_(RUNS_PER_USER|MAX_RUNS)")
-_SETTINGS = ("runs_per_user", "max_runs", "timeout", "retention", "retry")
+_SETTINGS = ("runs_per_user", "max_runs", "timeout", "retention", "retry", "memory", "processes")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class ServiceSettings:
     timeout: float | None = None  # for its jobs that name none; None: --timeout
     retention: float | None = None  # None: --retention
     retry: int | None = None  # attempts for its jobs that ask for none
+    memory: int | None = None  # bytes, at most --job-memory; None: --job-memory
+    processes: int | None = None  # at most --job-processes; None: --job-processes
 
 
 @dataclass(frozen=True)

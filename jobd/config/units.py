@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 
 _SIZE_UNITS = {
     "": 1,
@@ -17,6 +18,11 @@ _SIZE_UNITS = {
     "mib": 2**20,
     "gib": 2**30,
     "tib": 2**40,
+    # one letter, as docker --memory, sbatch --mem and ulimit write sizes: powers of 2
+    "k": 2**10,
+    "m": 2**20,
+    "g": 2**30,
+    "t": 2**40,
 }
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
@@ -25,24 +31,30 @@ _DURATION_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)", re.IGNORECA
 
 #: The longest time limit a job may have: longer waits overflow the system's timers.
 MAX_TIMEOUT = 366 * 86400.0
+#: The largest memory or process limit: the largest integer the store keeps.
+MAX_LIMIT = 2**63 - 1
 
 
 def parse_size(text: str) -> int:
-    """`400MB`, `1.5GB`, `512MiB` or plain bytes; MB/GB are powers of 10, MiB/GiB of 2."""
+    """`400MB`, `1.5GB`, `512MiB`, `512M` or plain bytes; MB/GB are powers of 10, MiB/GiB
+    and M/G of 2. Exact, however long the number (no float rounding)."""
     match = _SIZE_RE.fullmatch(text)
     unit = match.group(2).lower() if match else None
     if not match or unit not in _SIZE_UNITS:
-        raise ValueError(f"{text!r} is not a size (write e.g. 400MB, 1.5GB, 512MiB or bytes)")
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+        raise ValueError(f"{text!r} is not a size (write e.g. 400MB, 1.5GB, 512MiB, 512M or bytes)")
+    return int(Fraction(match.group(1)) * _SIZE_UNITS[unit])
 
 
-def format_size(size: int | None) -> str:
-    """A size as a person reads it: `256 MiB`, `1.5 GiB`, `900 bytes`."""
-    if size is None:
-        return "none"
+def format_size(size: int) -> str:
+    """A size as a person reads it in a message: `512 MiB`, `1.5 GiB`, or `244.1 MiB
+    (256000000 bytes)` when a binary unit does not say it exactly."""
     for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if size >= factor:
-            return f"{size / factor:.4g} {unit}"
+            if size % factor == 0:
+                return f"{size // factor} {unit}"
+            if size * 10 % factor == 0:
+                return f"{size / factor:.1f} {unit}"
+            return f"{size / factor:.1f} {unit} ({size} bytes)"
     return f"{size} bytes"
 
 

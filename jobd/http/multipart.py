@@ -4,14 +4,15 @@ the other kind (JSON to `/submit`, a form to `/api/upload`) gets which route tak
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
 from bottle import FileUpload, request
 
 from jobd.errors import BadRequest
-from jobd.jobs.upload import parse_retry
-from jobd.models import RetryPolicy
+from jobd.jobs.upload import LIMITS_SHAPE, parse_limits, parse_retry
+from jobd.models import NO_LIMITS, JobLimits, RetryPolicy
 
 
 @dataclass
@@ -66,6 +67,22 @@ def form_retry(fields: dict[str, str]) -> RetryPolicy | None:
     if not (text.isascii() and text.isdigit()):
         raise BadRequest(f"'retry' must be a whole number of attempts, not {text!r}")
     return parse_retry(int(text))
+
+
+def form_limits(fields: dict[str, str]) -> JobLimits:
+    """`-F 'limits={"memory": "256M"}'` on /upload and /submit: the same object, as JSON."""
+    text = fields.get("limits")
+    if text is None:
+        return NO_LIMITS
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise BadRequest(
+            f"'limits' must hold a JSON object like {LIMITS_SHAPE}, not {text[:100]!r}"
+        ) from None
+    if value is None:
+        raise BadRequest(f"'limits' must hold a JSON object like {LIMITS_SHAPE}, not null")
+    return parse_limits(value)
 
 
 def json_body(stream: BinaryIO) -> BinaryIO:

@@ -12,7 +12,7 @@ from jobd.config.options import Config
 from jobd.errors import BadRequest, Conflict, Internal, JobdError, NotFound
 from jobd.formats.archive import path_problem
 from jobd.http.auth import owner
-from jobd.http.multipart import form_retry, read_form
+from jobd.http.multipart import form_limits, form_retry, read_form
 from jobd.http.responses import json_response, refuse_large_body, zip_response
 from jobd.http.slots import WaitSlots
 from jobd.http.status_page import status_page, wants_page
@@ -63,7 +63,8 @@ def orchestrator_routes(app: Bottle, config: Config, service: JobService, slots:
         refuse_large_body(config.max_upload)
         form = read_form("/submit")
         parts = [(_part_path(name, part.raw_filename), part.file) for name, part in form.files]
-        job = service.intake.files(parts, owner(), retry=form_retry(form.fields))
+        retry, limits = form_retry(form.fields), form_limits(form.fields)
+        job = service.intake.files(parts, owner(), retry=retry, limits=limits)
         request.environ["jobd.job_id"] = job.id
         return json_response(payload(job, service))
 

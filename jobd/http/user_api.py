@@ -10,7 +10,7 @@ from jobd.config.options import Config
 from jobd.errors import BadRequest, Conflict, Forbidden, NotFound
 from jobd.formats.archive import path_problem
 from jobd.http.auth import owner
-from jobd.http.multipart import form_retry, read_form
+from jobd.http.multipart import form_limits, form_retry, read_form
 from jobd.http.responses import json_response, refuse_large_body, zip_response
 from jobd.http.slots import WaitSlots
 from jobd.jobs.service import JobService
@@ -59,7 +59,8 @@ def user_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlo
                 f"'service' must be letters, digits, '-' and '_', 1 to 64 of them, not {name!r}"
             )
         parts = [(_file_path(part.raw_filename), part.file) for _, part in form.files]
-        job = service.intake.files(parts, user_id, name, form_retry(form.fields))
+        retry, limits = form_retry(form.fields), form_limits(form.fields)
+        job = service.intake.files(parts, user_id, name, retry, limits)
         request.environ["jobd.job_id"] = job.id
         return json_response(status_body(job), 201)
 

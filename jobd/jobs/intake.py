@@ -20,9 +20,19 @@ from jobd.errors import BadRequest, IdTaken, JobdError, is_full
 from jobd.formats.archive import Base64Writer, Limits, extract, write_files, zip_directory
 from jobd.formats.jsonstream import scan_object
 from jobd.jobs.callbacks import check_callback_url
+from jobd.jobs.limits import effective
 from jobd.jobs.upload import read_upload
 from jobd.metrics import Metrics
-from jobd.models import DEFAULT_SERVICE, NO_RETRY, Job, JobSpec, JobStatus, RetryPolicy
+from jobd.models import (
+    DEFAULT_SERVICE,
+    NO_LIMITS,
+    NO_RETRY,
+    Job,
+    JobLimits,
+    JobSpec,
+    JobStatus,
+    RetryPolicy,
+)
 from jobd.run.local_runner import LocalRunner
 from jobd.run.slurm_runner import SlurmRunner
 from jobd.store import Store
@@ -64,6 +74,7 @@ class Intake:
             callback = upload.callback_url
             if callback is not None:
                 callback = check_callback_url(callback, self._config.callback_allow)
+            limits = self.limits(upload.limits, DEFAULT_SERVICE, upload.slurml)
             job_id = upload.job_id or str(uuid.uuid4())
             if self._store.jobs.exists(job_id):
                 raise IdTaken(job_id)
@@ -78,6 +89,8 @@ class Intake:
                 retry=upload.retry or self._default_retry(DEFAULT_SERVICE),
                 callback_auth=upload.callback_auth,
                 user_id=user_id,
+                memory_limit=limits.memory,
+                process_limit=limits.processes,
             )
             return self.accept(spec, staging)
 
@@ -87,9 +100,11 @@ class Intake:
         user_id: int | None = None,
         service: str = DEFAULT_SERVICE,
         retry: RetryPolicy | None = None,
+        limits: JobLimits = NO_LIMITS,
     ) -> Job:
         """`POST /submit` and `POST /upload`: separate files, run locally. They are zipped as
         the kept input, so a restart can run the job again."""
+        granted = self.limits(limits, service, slurml=False)
         with self._staging() as staging:
             write_files(parts, staging / "work", self._limits)
             zip_directory(staging / "work", staging / "input.zip")
@@ -99,6 +114,8 @@ class Intake:
                 user_id=user_id,
                 service=service,
                 retry=retry or self._default_retry(service),
+                memory_limit=granted.memory,
+                process_limit=granted.processes,
             )
             return self.accept(spec, staging)
 
@@ -162,6 +179,8 @@ class Intake:
             retry_multiplier=spec.retry.multiplier,
             callback_auth=spec.callback_auth,
             schedule=spec.schedule,
+            memory_limit=spec.memory_limit,
+            process_limit=spec.process_limit,
         )
         try:
             self._store.jobs.insert(job)
@@ -177,6 +196,13 @@ class Intake:
             self._store.jobs.delete(job.id)
             self._layout.remove_job(job.id)
             raise
+
+    def limits(
+        self, asked: JobLimits, service: str, slurml: bool, *, clamp: bool = False
+    ) -> JobLimits:
+        """The limits a job runs with (see jobs/limits.py); none for a Slurm job, which
+        Slurm's own options govern."""
+        return NO_LIMITS if slurml else effective(asked, service, self._config, clamp=clamp)
 
     def _default_retry(self, service: str) -> RetryPolicy:
         """A job that asks for no retries gets its service's (--service NAME:retry=N)."""

@@ -22,10 +22,19 @@ from typing import BinaryIO
 from jobd.errors import BadRequest, Conflict, NotFound
 from jobd.jobs import cron
 from jobd.jobs.intake import Intake
-from jobd.jobs.upload import parse_env, parse_retry, parse_timeout, unknown_field
+from jobd.jobs.upload import parse_env, parse_limits, parse_retry, parse_timeout, unknown_field
 from jobd.loop import Loop
 from jobd.metrics import Metrics
-from jobd.models import NO_RETRY, Job, JobSpec, JobStatus, Schedule, rfc3339
+from jobd.models import (
+    DEFAULT_SERVICE,
+    NO_RETRY,
+    Job,
+    JobLimits,
+    JobSpec,
+    JobStatus,
+    Schedule,
+    rfc3339,
+)
 from jobd.store import Store
 from jobd.store.layout import Layout
 
@@ -34,7 +43,7 @@ log = logging.getLogger("jobd")
 NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 CONCURRENCY = ("forbid", "allow", "replace")
 #: Settings a schedule's body may hold besides `name` and `input`.
-SETTINGS = ("schedule", "timezone", "concurrency", "timeout", "retry", "env", "slurml")
+SETTINGS = ("schedule", "timezone", "concurrency", "timeout", "retry", "env", "slurml", "limits")
 #: The most slots searched for the latest missed one; past it, "now" is the slot.
 _CATCH_UP_STEPS = 10_000
 
@@ -94,6 +103,9 @@ def check_settings(fields: dict[str, object], base: dict[str, object] | None = N
     retry = parse_retry(settings.get("retry"))
     settings["retry"] = dataclasses.asdict(retry) if retry else None
     settings["env"] = dict(parse_env(settings.get("env")))
+    limits = parse_limits(settings.get("limits"))
+    asked = {key: value for key, value in dataclasses.asdict(limits).items() if value is not None}
+    settings["limits"] = asked or None
     return settings
 
 
@@ -133,7 +145,7 @@ class Schedules(Loop):
 
         def keep(fields: dict[str, object]) -> Path:
             name = check_name(fields.get("name"))
-            settings = check_settings(fields)
+            settings = self._checked(fields)
             if self._store.schedules.get(name) is not None:
                 raise Conflict(f"there is already a schedule named {name!r}")
             now = time.time()
@@ -162,7 +174,7 @@ class Schedules(Loop):
         current = self.get(name, owner=owner)
         if "input" in fields or "name" in fields:
             raise BadRequest("a schedule's name and input cannot change: delete it and create it")
-        settings = check_settings(fields, current.settings)
+        settings = self._checked(fields, current.settings)
         changed = dataclasses.replace(
             current,
             body=encode(settings),
@@ -172,6 +184,18 @@ class Schedules(Loop):
         self._store.schedules.update(changed)
         self.kick()
         return changed
+
+    def _checked(self, fields: dict[str, object], base: dict[str, object] | None = None) -> dict:
+        """check_settings, and its runs' limits within the maxima (their service's, jobd's)."""
+        settings = check_settings(fields, base)
+        self._limits(settings)
+        return settings
+
+    def _limits(self, settings: dict[str, object], *, clamp: bool = False) -> JobLimits:
+        """A run's limits; with `clamp`, lowered to maxima that changed since it was made."""
+        asked = parse_limits(settings.get("limits"))
+        slurml = settings.get("slurml") is True
+        return self._intake.limits(asked, DEFAULT_SERVICE, slurml, clamp=clamp)
 
     def enable(self, name: str, enabled: bool, *, owner: int | None = None) -> Schedule:
         current = self.get(name, owner=owner)
@@ -246,6 +270,7 @@ class Schedules(Loop):
         retry = parse_retry(settings.get("retry"))
         env = settings.get("env")
         timeout = settings.get("timeout")
+        limits = self._limits(settings, clamp=True)
         spec = JobSpec(
             job_id,
             slurml=settings.get("slurml") is True,
@@ -254,6 +279,8 @@ class Schedules(Loop):
             schedule=schedule.name,
             retry=retry or NO_RETRY,
             user_id=schedule.user_id,
+            memory_limit=limits.memory,
+            process_limit=limits.processes,
         )
         job = self._intake.from_zip(self._layout.schedule_zip(schedule.name), spec)
         self._metrics.schedule_run(schedule.name, "started")

@@ -29,6 +29,8 @@ def report(
                 "max_runs": settings.max_runs,
                 "timeout": settings.timeout,
                 "retention": settings.retention,
+                "memory": settings.memory,
+                "processes": settings.processes,
                 "queued": sum(c["queued"] for c in per_user.values()),
                 "running": sum(c["running"] for c in per_user.values()),
                 "users": [

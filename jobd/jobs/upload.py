@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from jobd.config.units import MAX_TIMEOUT, parse_duration
+from jobd.config.units import MAX_LIMIT, MAX_TIMEOUT, parse_duration, parse_size
 from jobd.errors import BadRequest
 from jobd.formats.jsonstream import scan_object
 from jobd.jobs.callbacks import check_callback_auth
-from jobd.models import JOB_ID_PATTERN, RetryPolicy, valid_job_id
+from jobd.models import JOB_ID_PATTERN, NO_LIMITS, JobLimits, RetryPolicy, valid_job_id
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class Upload:
     env: tuple[tuple[str, str], ...] = ()
     retry: RetryPolicy | None = None  # None: the service's, else none
     callback_auth: str | None = None  # checked, as JSON
+    limits: JobLimits = NO_LIMITS  # as asked: intake checks them against the maxima
 
 
 #: The fields `_validate` reads, lower case: names match in any case, as in Go's encoding/json.
@@ -41,6 +42,7 @@ UPLOAD_FIELDS = (
     "slurml",
     "slurm",
     "slurm_options",
+    "limits",
 )
 #: The Go jobd's Job fields: its clients may send a whole job object, so these are taken too
 #: (those jobd does not read are ignored).
@@ -104,6 +106,7 @@ def _validate(fields: dict[str, object]) -> Upload:
         parse_env(fields.get("env")),
         parse_retry(fields.get("retry")),
         callback_auth,
+        parse_limits(fields.get("limits")),
     )
 
 
@@ -182,6 +185,48 @@ def _interval(value: object, name: str) -> float:
             f" not {value!r}"
         )
     return float(value)
+
+
+#: The keys `limits` may hold.
+LIMIT_KEYS = ("memory", "processes")
+LIMITS_SHAPE = '{"memory": "256M", "processes": 64}'
+
+
+def parse_limits(value: object) -> JobLimits:
+    """The `limits` of an upload or a schedule, as sent (None: none asked for)."""
+    if value is None:
+        return NO_LIMITS
+    if not isinstance(value, dict):
+        raise BadRequest(f"'limits' must be an object like {LIMITS_SHAPE}, not {value!r}")
+    for name in value:
+        if name not in LIMIT_KEYS:
+            raise BadRequest(unknown_field(name, LIMIT_KEYS, "'limits'"))
+    return JobLimits(_memory(value.get("memory")), _processes(value.get("processes")))
+
+
+def _memory(value: object) -> int | None:
+    """A size as jobd's flags take it ("256M", "1G", "512MiB") or whole bytes."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = parse_size(value)
+        except ValueError as exc:
+            raise BadRequest(f"'limits.memory' {exc}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_LIMIT:
+        raise BadRequest(
+            '\'limits.memory\' must be a size like "256M" or "1G", or a whole number of'
+            f" bytes above 0, not {value!r}"
+        )
+    return value
+
+
+def _processes(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
+        raise BadRequest(f"'limits.processes' must be a whole number from 1 up, not {value!r}")
+    return value
 
 
 #: A variable's name for run.sh, as POSIX shells take it.

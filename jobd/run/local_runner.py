@@ -14,13 +14,12 @@ from jobd.config.units import format_size
 from jobd.formats.archive import Limits, extract
 from jobd.logs import Once
 from jobd.loop import Loop
-from jobd.models import Job, JobSpec, JobStatus
+from jobd.models import Job, JobLimits, JobSpec, JobStatus
 from jobd.run import procs
 from jobd.run.dispatch import Policy
 from jobd.run.executors.local import LocalExecutor, Run, StartError
 from jobd.run.executors.runsh import ending
 from jobd.run.lifecycle import Lifecycle
-from jobd.run.sandbox.confine import RunLimits
 from jobd.store import Store
 from jobd.store.layout import Layout
 
@@ -258,7 +257,9 @@ class LocalRunner:
             for earlier in sorted(kept.iterdir()) if kept.is_dir() else ():
                 shutil.copyfile(earlier, workdir / earlier.name)
         try:
-            run = self._executor.start(workdir, job.environment, _limits(job))
+            run = self._executor.start(
+                workdir, job.environment, JobLimits(job.memory_limit, job.process_limit)
+            )
         except StartError as exc:
             self._lifecycle.finish(job.id, JobStatus.FAILED, str(exc), expect=_RUNNING)
             return
@@ -281,8 +282,11 @@ class LocalRunner:
     def _finish(self, job: Job, code: int, stop: Stop | None, run: Run) -> None:
         """The final state, from run.sh's return code and why jobd ended it, if it did."""
         how = ending(code)
-        if run.out_of_memory:
-            how += f" when it reached its memory limit of {format_size(run.cell.limits.memory)}"
+        memory = run.cell.limits.memory
+        if run.out_of_memory and memory is not None:
+            how += (
+                f"; the kernel ended a process of it at its memory limit of {format_size(memory)}"
+            )
         if stop is Stop.CANCEL:
             status, message = JobStatus.CANCELLED, f"cancelled while running; {how}"
         elif stop is Stop.TIMEOUT:
@@ -299,10 +303,6 @@ class LocalRunner:
             message = f"attempt {job.attempt} of {job.max_attempts}: {message}"
         exit_code = code if stop is None and code >= 0 else None  # null once killed
         self._lifecycle.finish(job.id, status, message, expect=_RUNNING, exit_code=exit_code)
-
-
-def _limits(job: Job) -> RunLimits:
-    return RunLimits(getattr(job, "memory_limit", None), getattr(job, "process_limit", None))
 
 
 class Reconciler(Loop):

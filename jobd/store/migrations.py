@@ -75,6 +75,8 @@ CREATE TABLE schedules (
     """
 ALTER TABLE schedules ADD COLUMN user_id INTEGER;  -- its owner (--user-tokens); NULL: none
 CREATE INDEX jobs_by_user ON jobs (user_id, seq);
+ALTER TABLE jobs ADD COLUMN memory_limit INTEGER;  -- bytes; NULL: none
+ALTER TABLE jobs ADD COLUMN process_limit INTEGER;  -- NULL: none
 """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobd.models import JobLimits
 from jobd.run import procs
 from jobd.run.executors import runsh
-from jobd.run.sandbox.confine import Cell, RunLimits, Sandbox
+from jobd.run.sandbox.confine import Cell, Sandbox
 
 
 class StartError(Exception):
@@ -48,7 +49,7 @@ class LocalExecutor:
         self._grace = kill_grace
         self.sandbox = self._sandbox = sandbox
 
-    def start(self, workdir: Path, job_env: Mapping[str, str], limits: RunLimits) -> Run:
+    def start(self, workdir: Path, job_env: Mapping[str, str], limits: JobLimits) -> Run:
         """Start run.sh in `workdir`, confined, with `job_env` on top of jobd's environment."""
         script = workdir / "run.sh"
         with open(script, "rb") as head:

@@ -130,15 +130,37 @@ class Cgroups:
         return cls("v2", {"": base})
 
     def _sweep(self) -> None:
+        """Groups an earlier run of this daemon left, and the empty folders of daemons that
+        were killed; rmdir refuses any group with a live process."""
         for base in self._bases.values():
             for entry in base.iterdir():
                 if entry.is_dir():
-                    with contextlib.suppress(OSError):  # busy: a live process is in it
+                    with contextlib.suppress(OSError):
                         entry.rmdir()
+            for other in base.parent.glob("jobd-*"):
+                if other != base and not any(entry.is_dir() for entry in other.iterdir()):
+                    with contextlib.suppress(OSError):
+                        other.rmdir()
+
+    def _base(self, key: str) -> Path:
+        """A daemon's folder, made again if another daemon's sweep took it while empty."""
+        base = self._bases[key]
+        try:
+            base.mkdir()
+        except FileExistsError:
+            return base
+        if self.version == "v2":
+            _write(base / "cgroup.subtree_control", " ".join(f"+{c}" for c in _CONTROLLERS))
+        return base
+
+    def close(self) -> None:
+        for base in self._bases.values():
+            with contextlib.suppress(OSError):
+                base.rmdir()
 
     def make(self, name: str, memory: int | None, processes: int | None) -> JobGroup:
         """A fresh group for one run (what an earlier daemon left under the name goes)."""
-        group = JobGroup(self.version, {key: base / name for key, base in self._bases.items()})
+        group = JobGroup(self.version, {key: self._base(key) / name for key in self._bases})
         group.remove()
         for folder in group.folders.values():
             folder.mkdir()

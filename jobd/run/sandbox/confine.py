@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobd.errors import ConfigError
+from jobd.models import NO_LIMITS, JobLimits
 from jobd.run.sandbox import landlock
 from jobd.run.sandbox.cgroups import Cgroups, CgroupsUnavailable, JobGroup
 from jobd.run.sandbox.users import JobUsers, why_not
@@ -38,12 +39,6 @@ _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/pts", "/dev
 _SHARED_MEMORY = "/dev/shm"
 
 
-@dataclass(frozen=True)
-class RunLimits:
-    memory: int | None = None  # bytes
-    processes: int | None = None
-
-
 @dataclass
 class Cell:
     """One run's confinement: who it runs as, what the child does to itself before it
@@ -53,7 +48,7 @@ class Cell:
     env: dict[str, str]
     uid: int | None = None
     group: JobGroup | None = None
-    limits: RunLimits = RunLimits()
+    limits: JobLimits = NO_LIMITS
     child_setup: Callable[[], None] | None = None
     _close: list[int] = field(default_factory=list)
     _handed: list[Path] = field(default_factory=list)
@@ -164,7 +159,7 @@ class Sandbox:
 
     # -- one run ------------------------------------------------------------------------------
 
-    def enter(self, name: str, job_dir: Path, workdir: Path, limits: RunLimits) -> Cell:
+    def enter(self, name: str, job_dir: Path, workdir: Path, limits: JobLimits) -> Cell:
         """Confine a run that is about to start in `workdir` (inside `job_dir`); `name` is
         unique to the job in this data dir."""
         tmpdir = self._scratch / name
@@ -224,6 +219,11 @@ class Sandbox:
             raise
         return ruleset.fd
 
+    def close(self) -> None:
+        """At shutdown, once no run is left."""
+        if self.cgroups is not None:
+            self.cgroups.close()
+
     def leave(self, cell: Cell) -> None:
         """After the run and all its processes are gone: its group, its TMPDIR and its user
         go; its folder is the daemon's alone again."""
@@ -250,7 +250,7 @@ def _non_dumpable() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
-def _rlimits(limits: RunLimits, uid: int | None) -> list[tuple[int, int]]:
+def _rlimits(limits: JobLimits, uid: int | None) -> list[tuple[int, int]]:
     """Where no cgroup can hold a run: its address space, and its user's processes (exact
     for a job user of its own; for the daemon's user, on top of what that user runs now)."""
     found = []
