@@ -62,14 +62,14 @@ def test_a_zip_is_sent_as_it_is(client: JobdClient, tmp_path: Path) -> None:
     assert list(client.logs(job["ID"])) == ["zipped"]
 
 
-def test_logs_follow_cancel_and_list(client: JobdClient, tmp_path: Path) -> None:
-    gate = tmp_path / "gate"
-    body = f"echo first\nwhile [ ! -e {gate} ]; do sleep 0.02; done\necho second\nexec sleep 60"
+def test_logs_follow_cancel_and_list(client: JobdClient, tmp_path: Path, gates) -> None:
+    gate = gates()
+    body = f"echo first\n{gate.shell}\necho second\nexec sleep 60"
     job_id = client.submit(folder(tmp_path, body))["ID"]
     lines = client.logs(job_id, follow=True)
     assert next(lines) == "first"  # before the job ends
     assert client.get(job_id)["Status"] == "RUNNING"
-    gate.touch()
+    gate.open()
     assert next(lines) == "second"
     threading.Timer(0.0, client.cancel, [job_id]).start()
     assert list(lines) == []  # the follow ends with the job
@@ -85,9 +85,9 @@ def test_logs_follow_cancel_and_list(client: JobdClient, tmp_path: Path) -> None
     assert all(job["Status"] == "CANCELLED" for job in client.list(status="CANCELLED"))
 
 
-def test_waiting_has_a_deadline(client: JobdClient, tmp_path: Path) -> None:
-    gate = tmp_path / "gate"
-    job_id = client.submit(folder(tmp_path, f"while [ ! -e {gate} ]; do sleep 0.02; done"))["ID"]
+def test_waiting_has_a_deadline(client: JobdClient, tmp_path: Path, gates) -> None:
+    gate = gates()
+    job_id = client.submit(folder(tmp_path, gate.shell))["ID"]
     with pytest.raises(NotFinished) as pending:
         client.wait(job_id, timeout=0.3)
     assert pending.value.job["Status"] in ("QUEUED", "RUNNING")
@@ -97,7 +97,7 @@ def test_waiting_has_a_deadline(client: JobdClient, tmp_path: Path) -> None:
     with pytest.raises(NotFinished):
         client.save_result(job_id, tmp_path / "early.zip", timeout=0.1)
     assert not (tmp_path / "early.zip").exists()
-    gate.touch()
+    gate.open()
     assert client.wait(job_id)["Status"] == "SUCCESS"
 
 
