@@ -95,8 +95,11 @@ class Sandbox:
             return
         reason = why_not(*job_uids)
         if reason is None:
-            self.users = JobUsers(*job_uids)
-        else:
+            try:
+                self.users = JobUsers(*job_uids)
+            except OSError as exc:
+                reason = str(exc)
+        if reason is not None:
             self.missing["job users"] = reason
         version = landlock.abi()
         if version is None:
@@ -255,11 +258,19 @@ def _rlimits(limits: JobLimits, uid: int | None) -> list[tuple[int, int]]:
     for a job user of its own; for the daemon's user, on top of what that user runs now)."""
     found = []
     if limits.memory is not None:
-        found.append((resource.RLIMIT_AS, limits.memory))
+        found.append((resource.RLIMIT_AS, _within_hard(resource.RLIMIT_AS, limits.memory)))
     if limits.processes is not None:
         base = 0 if uid is not None else _tasks_of(os.getuid())
-        found.append((resource.RLIMIT_NPROC, base + limits.processes))
+        found.append(
+            (resource.RLIMIT_NPROC, _within_hard(resource.RLIMIT_NPROC, base + limits.processes))
+        )
     return found
+
+
+def _within_hard(which: int, value: int) -> int:
+    """An unprivileged process may not raise a hard limit: a tighter one set on jobd wins."""
+    hard = resource.getrlimit(which)[1]
+    return value if hard == resource.RLIM_INFINITY else min(value, hard)
 
 
 def _tasks_of(uid: int) -> int:
@@ -293,7 +304,7 @@ def _child_setup(
                 landlock.enforce(ruleset)
             elif isolate:
                 landlock.no_new_privs()
-        except OSError as exc:  # stderr is jobd.stderr by now
+        except (OSError, ValueError) as exc:  # stderr is jobd.stderr by now
             os.write(2, f"jobd: run.sh could not be confined: {exc}\n".encode())
             raise
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import os
+import tempfile
 import threading
+from pathlib import Path
 
 #: Capabilities jobd needs to hand a job to its user (bits of /proc/self/status's CapEff).
 _CAP_CHOWN, _CAP_SETGID, _CAP_SETUID = 0, 6, 7
@@ -68,30 +71,60 @@ def busy_uids() -> set[int]:
 
 class JobUsers:
     """The pool of job uids: a uid is handed out only when no process has it (a job's
-    leftovers, or another jobd sharing the range), and the least recently used comes first,
-    so a uid rests as long as possible between jobs."""
+    leftovers) and no other jobd on the machine holds it, and the least recently used comes
+    first, so a uid rests as long as possible between jobs.
+
+    Daemons sharing a range hold their uids by a lock on a file per uid: the kernel drops the
+    lock when a daemon dies, so a `kill -9` leaves no uid taken for ever."""
 
     def __init__(self, first: int, last: int) -> None:
         self.first, self.last = first, last
         self._free = collections.deque(range(first, last + 1))
+        self._held: dict[int, int] = {}  # uid -> descriptor of its locked claim
         self._lock = threading.Lock()
+        self._claims = _claims_folder()
 
     def acquire(self) -> int:
         busy = busy_uids()
         with self._lock:
             for _ in range(len(self._free)):
                 uid = self._free.popleft()
-                if uid not in busy:
+                if uid not in busy and self._claim(uid):
                     return uid
                 self._free.append(uid)
         raise NoFreeUser(
-            f"every job uid ({self.first}-{self.last}) has a live process; give --job-uids a"
-            " larger range"
+            f"every job uid ({self.first}-{self.last}) has a live process or belongs to another"
+            " jobd; give --job-uids a larger or a separate range"
         )
+
+    def _claim(self, uid: int) -> bool:
+        fd = os.open(self._claims / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._held[uid] = fd
+        return True
 
     def release(self, uid: int) -> None:
         with self._lock:
+            fd = self._held.pop(uid, None)
+            if fd is not None:
+                os.close(fd)
             self._free.append(uid)
 
     def __str__(self) -> str:
         return f"{self.first}-{self.last}"
+
+
+def _claims_folder() -> Path:
+    """Where daemons of this machine claim uids: /run when jobd may write there (it is
+    emptied at boot, as the claims should be), the temporary folder otherwise."""
+    for parent in ("/run", tempfile.gettempdir()):
+        folder = Path(parent, "jobd-uids")
+        with contextlib.suppress(OSError):
+            folder.mkdir(mode=0o700, exist_ok=True)
+            if folder.stat().st_uid == os.geteuid() and not folder.is_symlink():
+                return folder
+    raise OSError("jobd cannot keep its claims on job uids in /run/jobd-uids or the temp folder")
