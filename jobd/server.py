@@ -10,6 +10,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -222,8 +223,7 @@ _LISTEN_FIXES = {
 }
 
 
-def _seal(layout: Layout, sandbox: Sandbox) -> None:
-    closed = layout.seal(traversable=sandbox.users is not None)
+def _warn_sealed(closed: list[Path]) -> None:
     if closed:
         log.warning(
             "job users cannot pass %s on the way to the data dir: a job works in its folder"
@@ -262,7 +262,6 @@ def serve(config: Config) -> int:
         store.close()
         layout.unlock()
         return 1
-    log.info("%s", sandbox.summary())
     slurm = SlurmExecutor(
         os.environ, config.slurm_partition, config.slurm_account, config.slurm_args
     )
@@ -270,10 +269,10 @@ def serve(config: Config) -> int:
     service = JobService(config, store, layout, executor, slurm)
     try:
         service.recover()
-        if config.isolation != "off":
-            _seal(layout, sandbox)
+        closed = layout.seal(traversable=sandbox.users is not None) if sandbox.mode != "off" else []
     except DataDirUnusable as exc:
         log.error("%s", exc)
+        sandbox.close()
         store.close()
         return 1
     try:
@@ -307,8 +306,12 @@ def serve(config: Config) -> int:
             exc.strerror,
             _LISTEN_FIXES.get(exc.errno or 0, _OTHER_ADDRESS),
         )
+        sandbox.close()
         store.close()
         return 1
+    # said once jobd can serve, so that a refusal to start stays one line
+    log.info("%s", sandbox.summary())
+    _warn_sealed(closed)
     tune(server)
     signal.signal(signal.SIGTERM, _stopper(service))
     signal.signal(signal.SIGINT, _stopper(service))

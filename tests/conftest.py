@@ -275,6 +275,13 @@ def read_times(shared: Path, name: str) -> tuple[list[float], list[float]]:
 # --------------------------------------------------------------------------- the daemon
 
 
+#: A Python that job users can run: the test runner's own may live under /root (0700).
+JOB_PYTHON = next(
+    (p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.access(p, os.X_OK)),
+    sys.executable,
+)
+
+
 def jobd_command(*args: str) -> list[str]:
     exe = os.environ.get("JOBD_EXE")
     return [exe, *args] if exe else [sys.executable, "-m", "jobd", *args]
@@ -470,6 +477,7 @@ class DaemonFactory:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        root.chmod(0o711)  # job users pass on the way to their folders, as above /data
         self.daemons: list[Daemon] = []
 
     def start(

@@ -4,12 +4,12 @@ when run.sh exits, on cancel and on timeout."""
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from conftest import (
+    JOB_PYTHON,
     assert_status,
     proc_gone,
     proc_stat,
@@ -40,7 +40,7 @@ def escapes(pid_file: Path) -> dict[str, str]:
         "setsid": f"setsid sh -c '{report}; exec sleep 1000' &",
         "setsid-nohup": f"setsid nohup sh -c '{report}; exec sleep 1000' >/dev/null 2>&1 &",
         "double-fork": f"( setsid sh -c '{report}; exec sleep 1000' & ) ",
-        "setpgid": f"{q(sys.executable)} -c {q(python)} &",
+        "setpgid": f"{q(JOB_PYTHON)} -c {q(python)} &",
     }
 
 

@@ -89,7 +89,7 @@ def test_a_users_turn_survives_kill_9(jobd, shared, gates):
     daemon = jobd.start("--workers", "1")
     gate = gates()
     marker = shared / "runs"
-    holder = script(f"echo u1 >> {q(marker)}\n{gate.shell}")
+    holder = script(f"umask 000\necho u1 >> {q(marker)}\n{gate.shell}")  # u2: another job user
     _upload(daemon, holder, 1)
     wait_until(marker.exists, 20, "user 1's job to start")
     second = _upload(daemon, script(f"echo u2 >> {q(marker)}\n{gate.shell}"), 2)

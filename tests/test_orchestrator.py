@@ -94,8 +94,8 @@ def test_retrieve_while_running_and_partial(server, gates) -> None:
     assert retrieve_zip(server, number).read("late.txt") == b"late\n"
 
 
-def test_kill_ends_the_process_tree(server, tmp_path) -> None:
-    pids = tmp_path / "pids"
+def test_kill_ends_the_process_tree(server, shared) -> None:
+    pids = shared / "pids"
     body = f"sleep 1000 &\necho $! >> {pids}\necho $$ >> {pids}\nwait"
     number = payload_of(submit(server, [("file", "run.sh", script(body))]))["id"]
     wait_until(lambda: pids.exists() and len(read_pids(pids)) == 2, 20, "the job's pids")

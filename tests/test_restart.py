@@ -158,7 +158,7 @@ def test_a_job_interrupted_on_every_run_stops_being_rerun(jobd, shared, strays):
     """Three runs cut short by jobd's own end: the third restart ends it FAILED, so a job
     that brings jobd down (say, by filling its disk) cannot do it for ever."""
     runs = shared / "runs"
-    run_sh = script(f"echo run >> {q(runs)}\nsleep 1000")
+    run_sh = script(f"umask 000\necho run >> {q(runs)}\nsleep 1000")  # runs: one job user each
     daemon = jobd.start("--workers", "1", "--kill-grace", "1s")
     job_id = daemon.submit({"run.sh": run_sh})["ID"]
     for count in (1, 2, 3):

@@ -17,6 +17,7 @@ def flaky(shared: Path, succeed_on: int) -> bytes:
     count, starts = q(shared / "count"), q(shared / "starts")
     return script(
         f"""
+        umask 000  # the next attempt may run as another job user
         date +%s.%N >> {starts}
         echo "attempt $JOBD_ATTEMPT"
         n=$(cat {count} 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {count}
@@ -99,7 +100,7 @@ def test_a_restart_in_an_attempt_repeats_it_without_using_one(jobd, shared, gate
     gate = gates()
     daemon = jobd.start("--workers", "1")
     marker = shared / "runs"
-    run_sh = script(f'echo "$JOBD_ATTEMPT" >> {q(marker)}\n{gate.shell}\nexit 1')
+    run_sh = script(f'umask 000\necho "$JOBD_ATTEMPT" >> {q(marker)}\n{gate.shell}\nexit 1')
     job_id = daemon.submit({"run.sh": run_sh}, retry={"max_attempts": 2, "initial_interval": 0})[
         "ID"
     ]

@@ -6,12 +6,12 @@ import hashlib
 import io
 import json
 import os
-import sys
 import uuid
 import zipfile
 from pathlib import Path
 
 from conftest import (
+    JOB_PYTHON,
     assert_error,
     assert_job_shape,
     assert_sentence,
@@ -152,7 +152,7 @@ def test_run_sh_without_shebang_runs_under_bin_sh(server):
 
 def test_shebang_picks_the_interpreter(server):
     body = "import sys\nopen('interp.txt', 'w').write(sys.executable)"
-    files = {"run.sh": script(body, shebang=f"#!{Path(sys.executable).resolve()}")}
+    files = {"run.sh": script(body, shebang=f"#!{Path(JOB_PYTHON).resolve()}")}
     job = server.wait_done(server.submit(files)["ID"])
     assert job["Status"] == "SUCCESS", job
     assert "interp.txt" in output_files(job)
