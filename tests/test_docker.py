@@ -200,13 +200,20 @@ def test_a_job_round_trip_in_a_research_image(images, containers, tmp_path, base
 
 
 def test_docker_stop_ends_jobs_at_once_and_start_runs_them_again(images, containers, tmp_path):
-    data = tmp_path / "data"
+    data, shared = tmp_path / "data", tmp_path / "shared"
     data.mkdir()
-    box = Container(images["bullseye"], "-v", f"{data}:/data/data")
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)
+    box = Container(
+        images["bullseye"],
+        *("-v", f"{data}:/data/data", "-v", f"{shared}:/shared"),
+        *("-e", "JOBD_JOB_WRITABLE=/shared"),
+    )
     containers.append(box)
     box.healthy()
-    job_id = box.submit("echo run >> /data/data/runs\nsleep 1000")
-    wait_until(lambda: (data / "runs").exists(), 30, "the job to start")
+    # each run is a job user of its own: the second one appends to the first one's file
+    job_id = box.submit("umask 000\necho run >> /shared/runs\nsleep 1000")
+    wait_until(lambda: (shared / "runs").exists(), 30, "the job to start")
 
     began = time.monotonic()
     docker("stop", "-t", "10", box.name)
@@ -217,7 +224,7 @@ def test_docker_stop_ends_jobs_at_once_and_start_runs_them_again(images, contain
 
     docker("start", box.name)
     box.healthy()
-    wait_until(lambda: (data / "runs").read_text().count("run") == 2, 30, "the job to run again")
+    wait_until(lambda: (shared / "runs").read_text().count("run") == 2, 30, "the job to run again")
     assert requests.get(f"{box.url}/api/get/{job_id}", timeout=10).json()["Status"] == "RUNNING"
 
 
@@ -267,3 +274,99 @@ def test_a_noexec_tmp_is_one_line_naming_tmpdir(images, containers):
     lines = [line for line in box.logs().splitlines() if line.strip()]
     assert len(lines) == 1, lines
     assert lines[0].startswith("jobd: TMPDIR (/tmp) is mounted noexec"), lines
+
+
+#: run.sh of a job aimed at a running victim (its id in VICTIM); needles.txt holds the
+#: victim's secret and jobd's token. One line per try: `name=ok` or `name=denied`.
+ATTACKER = r"""
+root=$(dirname "$(dirname "$(dirname "$PWD")")")
+victim="$root/jobs/$VICTIM/work"
+try() {
+    name=$1; shift
+    if "$@" >/dev/null 2>&1; then echo "$name=ok"; else echo "$name=denied"; fi
+}
+leaks() {  # another process's environment that we can read and that holds a needle
+    for env in /proc/[0-9]*/environ; do
+        grep -q -F -f needles.txt "$env" 2>/dev/null && return 0
+    done
+    return 1
+}
+outsiders() {  # a process outside this job's session that we may signal
+    own=$(cut -d' ' -f6 /proc/$$/stat)
+    for stat in /proc/[0-9]*/stat; do
+        pid=${stat#/proc/}; pid=${pid%/stat}
+        sid=$(cut -d' ' -f6 "$stat" 2>/dev/null) || continue
+        [ "$sid" = "$own" ] && continue
+        kill -0 "$pid" 2>/dev/null && return 0
+    done
+    return 1
+}
+{
+try read_victim cat "$victim/secret.txt"
+try list_victim ls "$victim"
+try list_jobs ls "$root/jobs"
+try read_store head -c 16 "$root/jobd.db"
+try environ leaks
+try signal_daemon kill -0 1
+try signal_others outsiders
+try write_data_dir touch "$root/planted"
+try write_etc touch /etc/planted
+try write_own sh -c 'echo mine > own.txt'
+try tmpdir mktemp -p "$TMPDIR"
+try read_image head -c 1 /etc/passwd
+try list_image ls /usr/bin
+} > attack.txt
+"""
+
+MAY = {"write_own", "tmpdir", "read_image", "list_image"}
+
+
+@pytest.mark.parametrize("user", ["root", "1000"])
+def test_a_hostile_job_reaches_nothing_outside_its_folder(images, containers, tmp_path, user):
+    """The attacker in a research image, as root (a job user each, and Landlock) and as uid
+    1000 (Landlock alone), with the operator's token in jobd's environment."""
+    token, secret = uuid.uuid4().hex, uuid.uuid4().hex
+    data = tmp_path / "data"
+    data.mkdir()
+    options = ["-e", f"JOBD_TOKEN={token}", "-v", f"{data}:/data/data"]
+    if user != "root":
+        os.chown(data, 1000, 1000)
+        options = ["--user", "1000:1000", *options]
+    box = Container(images["bullseye"], *options)
+    containers.append(box)
+    box.healthy()
+    auth = {"Authorization": f"Bearer {token}"}
+    health = requests.get(box.url + "/health", headers=auth, timeout=10).json()
+    assert health["isolation"]["in_force"], health
+
+    def upload(job_id: str, files: dict[str, bytes], env: dict[str, str]) -> None:
+        body = {"id": job_id, "input": _zip(files), "env": env}
+        resp = requests.post(box.url + "/api/upload", json=body, headers=auth, timeout=30)
+        assert resp.status_code == 201, resp.text
+
+    victim = unique_id("victim")
+    hold = 'echo "$SECRET" > secret.txt\nwhile [ ! -e done ]; do sleep 0.1; done'
+    upload(victim, {"run.sh": script(hold)}, {"SECRET": secret})
+    wait_until(
+        lambda: (
+            requests.get(f"{box.url}/api/get/{victim}", headers=auth, timeout=10).json()["Status"]
+            == "RUNNING"
+        ),
+        30,
+        "the victim to run",
+    )
+    attacker = unique_id("attacker")
+    needles = f"{secret}\n{token}\n".encode()
+    upload(attacker, {"run.sh": script(ATTACKER), "needles.txt": needles}, {"VICTIM": victim})
+    resp = requests.get(
+        f"{box.url}/api/get/{attacker}", params={"wait": 60}, headers=auth, timeout=90
+    )
+    job = resp.json()
+    assert job["Status"] == "SUCCESS", (job, box.logs())
+    report = _output(job)["attack.txt"].decode()
+    tries = dict(line.split("=") for line in report.split())
+    assert len(tries) == 13, report
+    wrong = {name: got for name, got in tries.items() if got != ("ok" if name in MAY else "denied")}
+    assert not wrong, f"as {user}: {wrong}\n{box.logs()}"
+    requests.post(f"{box.url}/api/cancel/{victim}", headers=auth, timeout=10)
+    assert requests.get(box.url + "/health", headers=auth, timeout=10).status_code == 200

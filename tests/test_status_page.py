@@ -116,6 +116,11 @@ def three_jobs(daemon, gate, names: tuple[str, str, str]) -> tuple[str, str, str
     daemon.wait_done(failed_id)
     daemon.submit({"run.sh": script(f"echo 'still at it'\n{gate.shell}")}, job_id=busy_id)
     daemon.wait_status(busy_id, "RUNNING")
+    wait_until(
+        lambda: daemon.api("GET", f"/api/logs/{busy_id}").text == "still at it\n",
+        20,
+        "the running job's first line",
+    )
     return done_id, failed_id, busy_id
 
 
