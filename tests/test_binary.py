@@ -114,15 +114,18 @@ def test_a_plain_pyinstaller_binary_fails_in_the_same_root(tmp_path: Path) -> No
     assert b"No such file or directory" in done.stderr, done.stderr
 
 
-def test_sigterm_stops_the_binary_cleanly_and_the_job_runs_again(jobd, tmp_path: Path) -> None:
+def test_sigterm_stops_the_binary_cleanly_and_the_job_runs_again(
+    jobd, tmp_path: Path, shared: Path
+) -> None:
     """SIGTERM: out within seconds, the run's processes gone, nothing left in TMPDIR (the binary
     unpacks its bundle there),
     and the interrupted job recorded so that the next start runs it again."""
     tmpdir = tmp_path / "tmpdir"
     tmpdir.mkdir()
-    marker = tmp_path / "first-run"
-    pids = tmp_path / "pids"
+    marker = shared / "first-run"
+    pids = shared / "pids"
     body = f"""
+        umask 000  # the second run is another job user
         echo $$ >> {pids}
         if [ ! -e {marker} ]; then touch {marker}; sleep 1000; fi
         echo second run
