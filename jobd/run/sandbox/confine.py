@@ -83,7 +83,8 @@ class Sandbox:
         self.landlock: int | None = None
         self.cgroups: Cgroups | None = None
         self.missing: dict[str, str] = {}  # what is not in force, and why
-        self._image: list[int] = []  # O_PATH descriptors of what a run may read
+        #: what a run may read: O_PATH descriptors, and whether each is a directory
+        self._image: list[tuple[int, bool]] = []
         #: run.sh gets the umask jobd was started with; jobd's own files are private
         self.job_umask = os.umask(0o077)
         try:
@@ -152,13 +153,14 @@ class Sandbox:
         missing = "".join(f"; no {what}: {why}" for what, why in self.missing.items())
         return f"isolation {self.mode}: {said}; {limits}{missing}"
 
-    def _open_image(self) -> list[int]:
+    def _open_image(self) -> list[tuple[int, bool]]:
         """Everything but the data dir, opened once: each run's ruleset points at these."""
-        fds = []
+        found = []
         for path in landlock.image_except([self._data_dir]):
             with contextlib.suppress(OSError):
-                fds.append(os.open(path, os.O_PATH | os.O_CLOEXEC))
-        return fds
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                found.append((fd, landlock.is_directory(fd)))
+        return found
 
     # -- one run ------------------------------------------------------------------------------
 
@@ -208,8 +210,8 @@ class Sandbox:
         ruleset = landlock.Ruleset(self.landlock)
         try:
             read = landlock.read_rights(self.landlock)
-            for fd in self._image:
-                ruleset.allow_fd(fd, read)
+            for fd, directory in self._image:
+                ruleset.allow_fd(fd, read, directory)
             for shared in self._readable:
                 ruleset.allow(shared, read)
             every = landlock.all_rights(self.landlock)

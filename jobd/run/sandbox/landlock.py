@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import stat
 import struct
 from collections.abc import Iterable
 from pathlib import Path
@@ -85,13 +86,13 @@ class Ruleset:
         except OSError:
             return
         try:
-            self.allow_fd(fd, rights)
+            self.allow_fd(fd, rights, is_directory(fd))
         finally:
             os.close(fd)
 
-    def allow_fd(self, fd: int, rights: int) -> None:
+    def allow_fd(self, fd: int, rights: int, directory: bool) -> None:
         rights &= self.handled
-        if not os.path.isdir(f"/proc/self/fd/{fd}"):
+        if not directory:
             rights &= _FILE_RIGHTS
         # struct landlock_path_beneath_attr is packed: u64 allowed_access, s32 parent_fd
         attr = ctypes.create_string_buffer(struct.pack("=Qi", rights, fd), 12)
@@ -100,6 +101,10 @@ class Ruleset:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def is_directory(fd: int) -> bool:
+    return stat.S_ISDIR(os.fstat(fd).st_mode)
 
 
 def enforce(ruleset_fd: int) -> None:

@@ -70,9 +70,11 @@ def busy_uids() -> set[int]:
 
 
 class JobUsers:
-    """The pool of job uids: a uid is handed out only when no process has it (a job's
-    leftovers) and no other jobd on the machine holds it, and the least recently used comes
-    first, so a uid rests as long as possible between jobs.
+    """The pool of job uids: a uid is handed out only when no process has it and no other
+    jobd on the machine holds it, and the least recently used comes first, so a uid rests as
+    long as possible between jobs. A run's processes all end with it (procs ends every
+    process of its uid), so only uids that had processes when jobd started are looked for
+    in /proc again: leftovers of an earlier jobd, or of another program.
 
     Daemons sharing a range hold their uids by a lock on a file per uid: the kernel drops the
     lock when a daemon dies, so a `kill -9` leaves no uid taken for ever."""
@@ -83,10 +85,12 @@ class JobUsers:
         self._held: dict[int, int] = {}  # uid -> descriptor of its locked claim
         self._lock = threading.Lock()
         self._claims = _claims_folder()
+        self._suspect = busy_uids() & set(self._free)
 
     def acquire(self) -> int:
-        busy = busy_uids()
         with self._lock:
+            busy = busy_uids() if self._suspect else set()
+            self._suspect &= busy
             for _ in range(len(self._free)):
                 uid = self._free.popleft()
                 if uid not in busy and self._claim(uid):
