@@ -306,9 +306,17 @@ class Daemon:
     """One jobd process and a small HTTP client for it."""
 
     def __init__(
-        self, argv: list[str], env: dict[str, str], workdir: Path, port: int, data_dir: Path
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        workdir: Path,
+        port: int,
+        data_dir: Path,
+        wrapper: list[str] | None = None,
     ) -> None:
         self.argv = argv
+        #: a command put before jobd's, which must exec it (so its PID is jobd's)
+        self.wrapper = wrapper or []
         self.env = env
         self.workdir = workdir
         self.port = port
@@ -324,7 +332,7 @@ class Daemon:
         with open(self.log_path, "wb") as log:
             # stdin is a pipe held open: a job that inherited it instead of /dev/null would hang.
             self.proc = subprocess.Popen(
-                jobd_command(*self.argv),
+                [*self.wrapper, *jobd_command(*self.argv)],
                 stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -488,15 +496,17 @@ class DaemonFactory:
         port: int | None = None,
         argv: list[str] | None = None,
         wait_ready: bool = True,
+        wrapper: list[str] | None = None,
     ) -> Daemon:
-        """`jobd serve` on loopback with `flags`; `argv` replaces the whole argument list."""
+        """`jobd serve` on loopback with `flags`; `argv` replaces the whole argument list;
+        `wrapper` runs before jobd and execs it (e.g. to start it as another user)."""
         port = port or free_port()
         if data_dir is None:
             data_dir = self.root / f"data-{len(self.daemons)}"
         if argv is None:
             argv = ["serve", "--host", "127.0.0.1", "--port", str(port)]
             argv += ["--data-dir", str(data_dir), *flags]
-        daemon = Daemon(argv, base_env(env), self.root, port, data_dir)
+        daemon = Daemon(argv, base_env(env), self.root, port, data_dir, wrapper)
         daemon.token = _token_from(argv, daemon.env)
         self.daemons.append(daemon)
         daemon.start()
