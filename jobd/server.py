@@ -202,7 +202,17 @@ def connection_limit() -> int:
 
 
 def _stopper(service: JobService) -> Callable[[int, FrameType | None], None]:
+    stopping = False
+
     def stop(signum: int, frame: FrameType | None) -> None:
+        # Only the first signal starts the shutdown. A second one (Ctrl-C reaches the frozen
+        # binary twice: as a member of the group and forwarded by its launcher) must neither
+        # run inside the first, where it would wait for a lock the first holds, nor cut the
+        # shutdown short before every run is ended.
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
         # before waitress waits for its threads: long-polls and follows answer now
         service.quiesce()
         raise SystemExit(0)  # waitress's run() closes the server on SystemExit and returns

@@ -8,7 +8,7 @@ import threading
 import time
 
 import requests
-from conftest import q, script, unique_id, wait_until
+from conftest import proc_gone, q, script, unique_id, wait_until
 
 GRACE = 2.0
 STUBBORN = 3
@@ -60,3 +60,23 @@ def test_shutdown_ends_stubborn_jobs_together_and_starts_nothing_new(jobd, share
     for client in clients:
         client.join(timeout=10)
         assert not client.is_alive(), "a waiting client was not answered at shutdown"
+
+
+def test_a_second_term_during_shutdown_still_ends_every_run(jobd, shared, strays):
+    """TERM, then TERM again while jobd waits out the grace of runs that ignore the first:
+    when jobd exits, no run is alive (Ctrl-C reaches the binary twice, too)."""
+    daemon = jobd.start("--workers", "8", "--kill-grace", f"{GRACE:g}s")
+    pids = [shared / f"pid-{n}" for n in range(8)]
+    for n, pid_file in enumerate(pids):
+        ignore = "trap '' TERM\n" if n % 2 else ""
+        daemon.submit({"run.sh": script(f"{ignore}echo $$ > {q(pid_file)}\nsleep 1000")})
+    wait_until(lambda: all(p.exists() and p.read_text() for p in pids), 20, "every run to start")
+    strays.watch(*(int(p.read_text()) for p in pids))
+
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: "shutting down" in daemon.log(), 10, "jobd to begin its shutdown")
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(GRACE + 15) == 0, daemon.log()
+    alive = [int(p.read_text()) for p in pids if not proc_gone(int(p.read_text()))]
+    assert not alive, f"runs outlived jobd: {alive}"
