@@ -69,7 +69,7 @@ def test_a_second_term_during_shutdown_still_ends_every_run(jobd, shared, strays
     pids = [shared / f"pid-{n}" for n in range(8)]
     for n, pid_file in enumerate(pids):
         ignore = "trap '' TERM\n" if n % 2 else ""
-        daemon.submit({"run.sh": script(f"{ignore}echo $$ > {q(pid_file)}\nsleep 1000")})
+        daemon.submit({"run.sh": script(f"{ignore}echo $$ > {q(pid_file)}\nexec sleep 1000")})
     wait_until(lambda: all(p.exists() and p.read_text() for p in pids), 20, "every run to start")
     strays.watch(*(int(p.read_text()) for p in pids))
 
