@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,3 +283,29 @@ def test_with_isolation_off_a_job_reaches_what_jobd_reaches(jobd, tmp_path, shar
     assert result.files["loot/read_victim_file"] == secrets.file.encode()
     assert int(result.files["uid.txt"]) == 0
     assert_victim_intact(result, secrets)
+
+
+def test_a_folder_that_cannot_be_handed_over_fails_its_job_in_one_line(jobd, tmp_path, gates):
+    """A job folder jobd may not give to a job user (here immutable, as a read-only or
+    root-squashed mount would be): that job ends FAILED saying so; the next one runs."""
+    if os.geteuid() != 0 or not shutil.which("chattr"):
+        pytest.skip("needs root and chattr")
+    tmp_path.chmod(0o711)
+    daemon = jobd.start("--workers", "1", data_dir=tmp_path / "data")
+    gate = gates()
+    holder = daemon.submit({"run.sh": script(gate.shell)})["ID"]
+    daemon.wait_status(holder, "RUNNING")
+    stuck = daemon.submit({"run.sh": script("echo ran > ran.txt")})["ID"]  # queued behind it
+    folder = daemon.data_dir / "jobs" / stuck
+    locked = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+    if locked.returncode != 0:
+        pytest.skip(f"this file system has no immutable flag: {locked.stderr.strip()}")
+    try:
+        gate.open()
+        job = daemon.wait_done(stuck)
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    assert job["Status"] == "FAILED", job
+    assert "jobd could not confine run.sh: Operation not permitted (" in job["Message"], job
+    assert "\n" not in job["Message"] and "Traceback" not in daemon.log()
+    assert daemon.wait_done(daemon.submit({"run.sh": script("true")})["ID"])["Status"] == "SUCCESS"

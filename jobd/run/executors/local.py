@@ -59,7 +59,8 @@ class LocalExecutor:
         try:
             cell = self._sandbox.enter(mark, workdir.parent, workdir, limits)
         except OSError as exc:
-            raise StartError(f"jobd could not confine run.sh: {exc}") from None
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise StartError(f"jobd could not confine run.sh: {exc.strerror}{where}") from None
         env = {**self._env, **job_env, **cell.env, procs.MARK: mark}
         try:
             proc = self._spawn(argv, workdir, env, cell, first_line)
