@@ -3,7 +3,9 @@ real files and a real HTTP server on loopback; and the wait slots' give-back rul
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import sqlite3
 import threading
 import time
 from typing import ClassVar
@@ -151,6 +153,66 @@ def test_a_loop_ticks_at_start_and_on_each_kick_and_stops():
     finally:
         loop.stop()
     assert loop._thread is not None and not loop._thread.is_alive()
+
+
+class _Wayward(Loop):
+    """Asks for waits a clock cannot take, then fails, then works."""
+
+    thread_name = "wayward"
+
+    def __init__(self, delays: list[object]) -> None:
+        super().__init__()
+        self.delays = delays
+        self.ticks = 0
+
+    def tick(self, now: float) -> float | None:
+        self.ticks += 1
+        delay = self.delays[min(self.ticks, len(self.delays)) - 1]
+        if isinstance(delay, BaseException):
+            raise delay
+        self.kick()  # at once again: the test does not wait out what it asked for
+        return delay  # type: ignore[return-value]
+
+
+def test_a_loop_outlives_waits_too_long_for_the_clock_and_failing_rounds():
+    """`@every 10000000000s` once killed the schedules thread in its wait (OverflowError);
+    a failing round makes /health say so, naming the loop, until a round works again."""
+    loop = _Wayward([1e10, float("nan"), 1e300, -5.0, RuntimeError("the store is gone"), 0.0])
+    loop.start()
+    try:
+        wait_until(lambda: loop.ticks >= 5, what="rounds past the waits and the failure")
+        wait_until(lambda: loop.problems(), what="the failing round in /health's problems")
+        assert loop.problems() == ["the wayward loop fails: the store is gone (retrying)"]
+        wait_until(lambda: loop.ticks >= 6 and not loop.problems(), what="a good round again")
+        assert loop._thread is not None and loop._thread.is_alive()
+    finally:
+        loop.stop()
+
+
+def test_a_row_set_aside_shows_in_health_and_a_dead_loop_is_started_again(store):
+    store, layout = store
+    finished_job(store, "kept")
+    retention = Retention(store, layout, 3600, Services(ServiceSettings(5, 1)))
+    # a row no client could make (its id is not a job ID): its folder cannot be named
+    with contextlib.closing(sqlite3.connect(layout.db)) as db, db:
+        db.execute("UPDATE jobs SET id = '../outside' WHERE id = 'kept'")
+    tick_at(retention, time.time() + 7200)
+    (problem,) = retention.problems()
+    assert problem.startswith("the retention loop set aside job '../outside': not a job ID")
+
+    loop = _Counter()
+    loop.start()
+    try:
+        wait_until(lambda: loop.ticks == 1, what="the first tick")
+        loop._stopping.set()  # the thread ends as if it had died
+        loop.kick()
+        assert loop._thread is not None
+        loop._thread.join(10)
+        loop._stopping.clear()
+        assert loop.problems() == ["the counter loop stopped and was restarted"]
+        wait_until(lambda: loop.ticks == 2, what="the restarted loop's first tick")
+    finally:
+        loop.stop()
 
 
 def test_a_follow_never_iterated_gives_its_slot_back():

@@ -253,6 +253,8 @@ class JobService:
             )
         if alive < self.config.workers and not self.lifecycle.stopping:
             problems.append(f"only {alive} of {self.config.workers} workers are running")
+        for loop in self._loops():
+            problems += loop.problems()
         return {
             "status": "degraded" if problems else "healthy",
             "problems": problems,

@@ -227,14 +227,20 @@ class LocalRunner:
 
     # -- stranded jobs ----------------------------------------------------------------------
 
-    def reconcile(self) -> None:
+    def reconcile(self) -> list[tuple[str, Exception]]:
         """End every job the store says is RUNNING here that no worker runs (its end could
-        not be stored): it never stays RUNNING with nothing running it."""
+        not be stored): it never stays RUNNING with nothing running it. Returns the jobs
+        that could not be looked at, and why; the others are not held up by them."""
+        failed: list[tuple[str, Exception]] = []
         for job in self._store.jobs.with_status(JobStatus.RUNNING):
-            with self._lock:
-                stranded = self._stranded(job.id)
-            if stranded:
-                self._end_stranded(job.id, JobStatus.FAILED, "ended FAILED")
+            try:
+                with self._lock:
+                    stranded = self._stranded(job.id)
+                if stranded:
+                    self._end_stranded(job.id, JobStatus.FAILED, "ended FAILED")
+            except (ValueError, OSError) as exc:
+                failed.append((job.id, exc))
+        return failed
 
     def _stranded(self, job_id: str) -> bool:
         """Held under the lock: no worker owns the job, yet the store says it runs here."""
@@ -316,6 +322,7 @@ class Reconciler(Loop):
         self._runner = runner
 
     def tick(self, now: float) -> float:
-        self._runner.reconcile()
+        for job_id, exc in self._runner.reconcile():
+            self.set_aside(f"job {job_id!r}", str(exc))
         procs.reap_adopted()  # orphans of jobs that ended on their own since
         return self.interval
