@@ -278,7 +278,7 @@ def serve(config: Config) -> int:
     executor = LocalExecutor(os.environ, config.kill_grace, sandbox)
     service = JobService(config, store, layout, executor, slurm)
     try:
-        service.recover()
+        service.prepare()
         closed = layout.seal(traversable=sandbox.users is not None) if sandbox.mode != "off" else []
     except DataDirUnusable as exc:
         log.error("%s", exc)

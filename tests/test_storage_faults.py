@@ -99,3 +99,42 @@ def test_below_the_reserve_uploads_are_507_and_health_says_degraded(jobd, small_
     (small_disk / "filler").unlink()
     assert_status(daemon.upload(files, job_id=unique_id("room")), 201)
     assert daemon.api("GET", "/health").json()["status"] == "healthy"
+
+
+def test_a_restart_on_a_full_disk_answers_then_finishes_every_job(jobd, small_disk, gates):
+    """kill -9, the disk fills to the last byte (the reserve used up), jobd starts again:
+    within 20 s it answers /health (degraded, uploads 507) or exits with one line; once
+    the space is back, every job it had finishes."""
+    data = small_disk / "data"
+    daemon = jobd.start("--workers", "1", data_dir=data)
+    gate = gates()
+    held = daemon.submit({"run.sh": script(f"{gate.shell}\necho held > out.txt")})["ID"]
+    daemon.wait_status(held, "RUNNING")
+    queued = [daemon.submit({"run.sh": script("echo later > out.txt")})["ID"] for _ in range(3)]
+    daemon.kill9()
+    (data / "jobd.ballast").unlink()  # the reserve was used up before the kill
+    fill(small_disk / "filler")
+
+    again = jobd.start("--workers", "1", data_dir=data, wait_ready=False)
+    assert again.proc is not None
+
+    def answers() -> bool:
+        try:
+            return again.api("GET", "/health", timeout=2).status_code == 200
+        except OSError:
+            return False
+
+    wait_until(lambda: again.proc.poll() is not None or answers(), 20, "an answer or an exit")
+    if again.proc.poll() is not None:
+        lines = again.log().strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in again.log(), again.log()
+        (small_disk / "filler").unlink()
+        again = jobd.start("--workers", "1", data_dir=data)
+    else:
+        health = again.api("GET", "/health").json()
+        assert health["status"] == "degraded" and health["problems"], health
+        assert_error(again.upload({"run.sh": script("true")}, job_id=unique_id("full")), 507)
+        (small_disk / "filler").unlink()
+    gate.open()
+    for job_id in (held, *queued):
+        assert again.wait_done(job_id, 60)["Status"] == "SUCCESS", again.log()

@@ -12,8 +12,10 @@ user's jobs exist, and another's is not found exactly as an unknown one; None se
 from __future__ import annotations
 
 import io
+import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -41,6 +43,8 @@ from jobd.run.slurm_runner import SlurmRunner
 from jobd.store import Store
 from jobd.store.disk import Disk
 from jobd.store.layout import Layout
+
+log = logging.getLogger("jobd")
 
 #: How often a followed log is read again while its job runs (files give no wake-up).
 FOLLOW_POLL = 0.1
@@ -90,22 +94,48 @@ class JobService:
             store, layout, self.intake, self.cancel, self.metrics, config.max_upload
         )
         self.reconciler = Reconciler(self.local)
+        self._starting = threading.Lock()
+        self._recovery_problem: str | None = None
         self.isolation = executor.sandbox.describe
 
     # -- start and stop ---------------------------------------------------------------------
 
-    def recover(self) -> None:
-        """Bring the data dir back to a consistent state after any kind of stop."""
+    def prepare(self) -> None:
+        """The data dir's folders, before jobd listens."""
         self.layout.prepare()
         self.disk.keep_ballast()
+
+    def start(self) -> None:
+        """Recovery, then the workers and loops, behind the server: recovery may wait for
+        disk space (the store retries its writes), and /health answers and says so meanwhile."""
+        threading.Thread(target=self._recover_then_start, name="recover", daemon=True).start()
+
+    def _recover_then_start(self) -> None:
+        delay = 0.5
+        while not self.lifecycle.stopping:
+            try:
+                self.recover()
+            except Exception as exc:  # e.g. a folder that cannot be read: said, retried
+                if self._recovery_problem is None:
+                    log.error("cannot recover the jobs of the last run: %s", exc, exc_info=exc)
+                self._recovery_problem = f"jobd cannot recover its jobs yet: {exc} (retrying)"
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            self._recovery_problem = None
+            break
+        with self._starting:
+            if self.lifecycle.stopping:
+                return
+            self.local.start()
+            for loop in self._loops():
+                loop.start()
+
+    def recover(self) -> None:
+        """Bring the jobs back to a consistent state after any kind of stop."""
         self.layout.remove_orphans(self.store.jobs.live_ids())
         self.local.recover()
         self.slurm.recover()
-
-    def start(self) -> None:
-        self.local.start()
-        for loop in self._loops():
-            loop.start()
 
     def quiesce(self) -> None:
         """The first step of a shutdown: no job starts any more, and long-polls and log
@@ -116,6 +146,8 @@ class JobService:
     def stop(self) -> None:
         """Stop dispatching and end running jobs; they stay RUNNING and run again on restart."""
         self.quiesce()
+        with self._starting:  # nothing starts after this
+            pass
         for loop in self._loops():
             loop.stop()
         self.local.stop()
@@ -255,6 +287,11 @@ class JobService:
             problems.append(f"only {alive} of {self.config.workers} workers are running")
         for loop in self._loops():
             problems += loop.problems()
+        problems += [
+            problem
+            for problem in (self.lifecycle.store_problem, self._recovery_problem)
+            if problem is not None
+        ]
         return {
             "status": "degraded" if problems else "healthy",
             "problems": problems,

@@ -50,6 +50,8 @@ class Lifecycle:
         self._disk = disk
         self._metrics = metrics
         self._callback_owed = callback_owed
+        #: while a state change waits for the store (a full disk): why, for /health
+        self.store_problem: str | None = None
         # held across a state change and the check before a wait, so no end goes unseen
         self._lock = threading.Lock()
         self._ended: dict[str, threading.Event] = {}
@@ -205,10 +207,13 @@ class Lifecycle:
                     log.warning("the disk is full: gave the store the room jobd kept for it")
                     continue
                 _once.failed("store", "job %s: cannot store %s: %s", job_id, to.value, exc, exc=exc)
+                self.store_problem = f"job states cannot be stored: {exc} (retrying)"
                 if self._stopping.wait(delay):
                     return None
                 delay = min(delay * 2, RETRY_LAST)
-        _once.recovered("store", "the store takes state changes again")
+        if self.store_problem is not None:
+            self.store_problem = None
+            _once.recovered("store", "the store takes state changes again")
         if job is None:
             return None
         log.info("job %s: %s (%s)", job_id, to.value, message)

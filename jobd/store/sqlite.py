@@ -97,7 +97,14 @@ class Database:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except BaseException:
+                # a COMMIT that fails (a full disk) may leave the transaction open: the next
+                # BEGIN would fail for ever after the space is back
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     def rows(self, sql: str, params: Iterable[object] = ()) -> list[sqlite3.Row]:
         with self._lock:

@@ -83,8 +83,11 @@ class Sandbox:
         self.landlock: int | None = None
         self.cgroups: Cgroups | None = None
         self.missing: dict[str, str] = {}  # what is not in force, and why
-        #: what a run may read: O_PATH descriptors, and whether each is a directory
-        self._image: list[tuple[int, bool]] = []
+        #: what a run may read: the image but the data dir. Its folders are opened once; its
+        #: files for each run, so that jobd holds no deleted file's space (a filler beside the
+        #: data dir) for ever
+        self._folders: list[int] = []
+        self._files: list[Path] = []
         #: run.sh gets the umask jobd was started with; jobd's own files are private
         self.job_umask = os.umask(0o077)
         try:
@@ -108,7 +111,7 @@ class Sandbox:
             " landlock in its lsm= list) or a seccomp profile refuses it"
         else:
             self.landlock = version
-            self._image = self._open_image()
+            self._open_image()
         if mode == "strict":
             self._insist()
         _non_dumpable()
@@ -153,14 +156,15 @@ class Sandbox:
         missing = "".join(f"; no {what}: {why}" for what, why in self.missing.items())
         return f"isolation {self.mode}: {said}; {limits}{missing}"
 
-    def _open_image(self) -> list[tuple[int, bool]]:
-        """Everything but the data dir, opened once: each run's ruleset points at these."""
-        found = []
+    def _open_image(self) -> None:
         for path in landlock.image_except([self._data_dir]):
             with contextlib.suppress(OSError):
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-                found.append((fd, landlock.is_directory(fd)))
-        return found
+                if landlock.is_directory(fd):
+                    self._folders.append(fd)
+                else:
+                    os.close(fd)
+                    self._files.append(path)
 
     # -- one run ------------------------------------------------------------------------------
 
@@ -210,8 +214,10 @@ class Sandbox:
         ruleset = landlock.Ruleset(self.landlock)
         try:
             read = landlock.read_rights(self.landlock)
-            for fd, directory in self._image:
-                ruleset.allow_fd(fd, read, directory)
+            for fd in self._folders:
+                ruleset.allow_fd(fd, read, directory=True)
+            for path in self._files:
+                ruleset.allow(path, read)
             for shared in self._readable:
                 ruleset.allow(shared, read)
             every = landlock.all_rights(self.landlock)
