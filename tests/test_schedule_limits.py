@@ -40,7 +40,9 @@ def store(daemon) -> sqlite3.Connection:
     return db
 
 
-def plant(daemon, name: str, settings: dict | str, last_fire: float | None = None) -> None:
+def plant(
+    daemon, name: str, settings: dict | str, last_fire: float | None = None, created: float = 0
+) -> None:
     """A schedule row written straight into the store, past every check of the API."""
     now = time.time()
     text = settings if isinstance(settings, str) else json.dumps(settings)
@@ -48,7 +50,7 @@ def plant(daemon, name: str, settings: dict | str, last_fire: float | None = Non
         db.execute(
             "INSERT INTO schedules (name, body, enabled, last_fire, created_at, updated_at)"
             " VALUES (?, ?, 1, ?, ?, ?)",
-            (name, text, now if last_fire is None else last_fire, now, now),
+            (name, text, now if last_fire is None else last_fire, created or now, now),
         )
 
 
@@ -171,8 +173,12 @@ def test_the_loop_disables_a_bad_row_with_its_reason_and_the_others_keep_firing(
     plant(daemon, "far-out", settings("@every 10000000000s"), last_fire=time.time() - 2e10)
     plant(daemon, "huge-wait", settings("@every 10000000000s"))
     plant(daemon, "garbled", "{not json")
+    plant(daemon, "long-ago", settings("@every 1s"), last_fire=-1e300, created=1e300)
+    kept = daemon.data_dir / "schedules"
+    (kept / "long-ago.zip").write_bytes((kept / "steady.zip").read_bytes())
+    plant(daemon, "no-input", settings("@every 1s"))
     again = jobd.start(data_dir=daemon.data_dir)
-    bad = ("victim", "far-out", "huge-wait", "garbled")
+    bad = ("victim", "far-out", "huge-wait", "garbled", "no-input", "long-ago")
 
     def all_disabled() -> list[dict]:
         listed = again.api("GET", "/api/schedules")
@@ -185,7 +191,9 @@ def test_the_loop_disables_a_bad_row_with_its_reason_and_the_others_keep_firing(
     assert "does not fire within 10 years" in reasons["victim"], reasons
     assert "365d at most" in reasons["far-out"] and "365d at most" in reasons["huge-wait"]
     assert "not JSON" in reasons["garbled"], reasons
-    for name in bad:
+    assert "outside the years 1970 to 9999" in reasons["long-ago"], reasons
+    assert "no-input.zip is missing" in reasons["no-input"], reasons
+    for name in bad[:-1]:
         one = again.api("GET", f"/api/schedules/{name}")
         assert_status(one, 200)
         assert one.json()["enabled"] is False and one.json()["next_fire"] is None
@@ -199,6 +207,12 @@ def test_the_loop_disables_a_bad_row_with_its_reason_and_the_others_keep_firing(
     for name in bad:  # said once, not once a tick
         assert again.log().count(f"schedule {name}: disabled by jobd") == 1, again.log()
     assert "Traceback" not in again.log() and "schedules failed" not in again.log()
+
+    # enabled again it fires from now on, which it can
+    enabled = again.api("POST", "/api/schedules/long-ago/enable")
+    assert_status(enabled, 200)
+    assert enabled.json()["disabled_reason"] is None and enabled.json()["next_fire"]
+    wait_until(lambda: runs(again, "long-ago"), 20, "a fire of the one enabled again")
 
     # a PATCH that passes clears the reason; enabling it then works
     fixed = again.api("PATCH", "/api/schedules/victim", json={"schedule": "0 0 28 2 *"})

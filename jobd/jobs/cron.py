@@ -49,10 +49,12 @@ class When:
 
     def next_after(self, moment: float) -> float:
         """The first fire strictly after `moment`; ValueError if there is none within the
-        horizon (or before year 9999)."""
+        horizon (or from 1970 to 9999)."""
         fire = moment + self.every if self.every is not None else self._next_cron(moment)
-        if not fire <= _LAST_MOMENT:  # NaN too
-            raise ValueError(f"'schedule' {self.text!r} would next fire after the year 9999")
+        if not 0 <= fire <= _LAST_MOMENT:  # NaN too
+            raise ValueError(
+                f"'schedule' {self.text!r} would next fire outside the years 1970 to 9999"
+            )
         return fire
 
     def _next_cron(self, moment: float) -> float:

@@ -98,6 +98,14 @@ def _next_fire(schedule: Schedule) -> str | None:
         return None
 
 
+def _moment(moment: float) -> str | None:
+    """A stored time as RFC 3339; None for one no calendar shows (only a hand-edited store)."""
+    try:
+        return rfc3339(moment)
+    except (ValueError, OverflowError, OSError, TypeError):
+        return None
+
+
 def wire(schedule: Schedule) -> dict[str, object]:
     """A schedule as the API shows it: env's names only (its values may be secrets)."""
     settings = _stored_settings(schedule)
@@ -108,9 +116,9 @@ def wire(schedule: Schedule) -> dict[str, object]:
         "env": sorted(env) if isinstance(env, dict) else [],
         "enabled": schedule.enabled,
         REASON: settings.get(REASON),
-        "last_fire": rfc3339(schedule.last_fire),
+        "last_fire": _moment(schedule.last_fire),
         "next_fire": _next_fire(schedule),
-        "created_at": rfc3339(schedule.created_at),
+        "created_at": _moment(schedule.created_at),
     }
 
 
@@ -287,8 +295,9 @@ class Schedules(Loop):
         if enabled:
             try:
                 body = encode(self._checked({}, _stored_settings(current)))
-            except BadRequest as exc:
-                raise BadRequest(f"schedule {name!r} cannot be enabled: {exc.message}") from None
+                self._definition(dataclasses.replace(current, body=body))
+            except (BadRequest, BadSchedule) as exc:
+                raise BadRequest(f"schedule {name!r} cannot be enabled: {exc}") from None
         # enabled again: from now on, not the slots that passed while it was off
         last = current.last_fire if current.enabled or not enabled else time.time()
         changed = dataclasses.replace(
@@ -358,7 +367,16 @@ class Schedules(Loop):
         return following
 
     def _definition(self, schedule: Schedule) -> cron.When:
-        """Its settings checked as the API checks them (once per body); BadSchedule if not."""
+        """Its settings checked as the API checks them, and its input there; BadSchedule if
+        not."""
+        when = self._checked_when(schedule)
+        kept = self._layout.schedule_zip(schedule.name)
+        if not kept.is_file():
+            raise BadSchedule(f"its input {kept} is missing")
+        return when
+
+    def _checked_when(self, schedule: Schedule) -> cron.When:
+        """Its settings checked (once per body) and when it fires."""
         key = (schedule.name, schedule.body)
         if (found := self._checked_bodies.get(key)) is not None:
             return found
