@@ -344,3 +344,75 @@ def test_deleting_schedules_as_they_fire_logs_no_errors(jobd):
     wait_until(lambda: len(runs(daemon, "after")) >= 2, 20, "the loop going on")
     errors = [line for line in daemon.log().splitlines() if "ERROR" in line]
     assert errors == [], errors
+
+
+# -- the loop on a made-up clock, in process ---------------------------------------------------
+
+
+class _Intake:
+    """Stands in for jobd's intake: `on_fire` runs where a run would be unpacked."""
+
+    def __init__(self, on_fire) -> None:
+        self.on_fire = on_fire
+
+    def from_zip(self, source: Path, spec):
+        return self.on_fire(source, spec)
+
+    def limits(self, asked, service, slurml, *, clamp=False):
+        return asked
+
+
+@pytest.fixture
+def loop(tmp_path):
+    from jobd.jobs.schedules import Schedules
+    from jobd.metrics import Metrics
+    from jobd.store import Store
+    from jobd.store.layout import Layout
+
+    layout = Layout(tmp_path / "data")
+    layout.prepare()
+    db = Store(layout.db)
+    metrics = Metrics(lambda: {}, lambda: 0.0, lambda: [])
+
+    def make(on_fire) -> Schedules:
+        return Schedules(db, layout, _Intake(on_fire), lambda job_id: None, metrics, 1 << 20)
+
+    yield db, layout, make
+    db.close()
+
+
+def _row(db, layout, name: str, schedule: str, last_fire: float) -> None:
+    from jobd.models import Schedule
+
+    layout.schedule_zip(name).parent.mkdir(exist_ok=True)
+    layout.schedule_zip(name).write_bytes(make_zip({"run.sh": "true"}))
+    now = time.time()
+    db.schedules.insert(Schedule(name, json.dumps(settings(schedule)), True, last_fire, now, now))
+
+
+def test_a_delete_that_races_a_firing_logs_no_error(loop, caplog):
+    db, layout, make = loop
+
+    def deleted_meanwhile(source: Path, spec):
+        db.schedules.delete(spec.schedule)  # DELETE /api/schedules/<name>, just now
+        source.unlink()
+        raise FileNotFoundError(source)
+
+    schedules = make(deleted_meanwhile)
+    now = time.time()
+    for i in range(5):
+        _row(db, layout, f"racer-{i}", "@every 1s", now - 10)
+    caplog.set_level("INFO", logger="jobd")
+    assert schedules.tick(now) is None  # nothing left to wait for
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+    assert db.schedules.all() == []
+
+
+def test_a_far_fire_never_overflows_the_loops_wait(loop):
+    db, layout, make = loop
+    schedules = make(lambda source, spec: pytest.fail("nothing is due"))
+    now = time.time()
+    _row(db, layout, "yearly", "@every 365d", now)
+    _row(db, layout, "leap-day", "0 0 29 2 *", now)
+    delay = schedules.tick(now)
+    assert delay is not None and 0 < delay <= 3600
