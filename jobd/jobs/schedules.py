@@ -164,14 +164,16 @@ def check_settings(fields: dict[str, object], base: dict[str, object] | None = N
 
 def check_rules(settings: dict[str, object], rules: Rules, now: float) -> None:
     """The limits this jobd sets beyond cron's own: how often a schedule may fire."""
-    when = cron.parse(settings["schedule"], settings["timezone"], now)
-    if rules.min_interval > 60 or when.every is not None:
-        gap = when.smallest_gap(now)
-        if gap < rules.min_interval:
-            raise BadRequest(
-                f"'schedule' {when.text!r} fires {gap:g}s apart; this jobd allows"
-                f" {rules.min_interval:g}s at least (--min-schedule-interval)"
-            )
+    try:
+        when = cron.parse(settings["schedule"], settings["timezone"], now)
+        gap = when.smallest_gap(now) if rules.min_interval > 60 or when.every else 60.0
+    except ValueError as exc:  # a gap past the horizon among its next fires
+        raise BadRequest(str(exc)) from None
+    if gap < rules.min_interval:
+        raise BadRequest(
+            f"'schedule' {when.text!r} fires {gap:g}s apart; this jobd allows"
+            f" {rules.min_interval:g}s at least (--min-schedule-interval)"
+        )
 
 
 def _enabled(fields: dict[str, object], default: bool) -> bool:
