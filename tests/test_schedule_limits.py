@@ -16,6 +16,7 @@ import pytest
 from conftest import Gate, assert_error, assert_status, b64, make_zip, script, wait_until
 
 from jobd.jobs import cron
+from jobd.loop import SET_ASIDE_KEPT
 
 pytestmark = pytest.mark.source_only
 
@@ -204,8 +205,13 @@ def test_the_loop_disables_a_bad_row_with_its_reason_and_the_others_keep_firing(
 
     before = len(runs(again, "steady"))
     wait_until(lambda: len(runs(again, "steady")) >= before + 3, 20, "the good one firing on")
-    for name in bad:  # said once, not once a tick
+    for name in bad:  # said once, not once a tick, and shown in /health
         assert again.log().count(f"schedule {name}: disabled by jobd") == 1, again.log()
+    health = again.api("GET", "/health").json()
+    assert health["status"] == "degraded", health
+    shown = [p for p in health["problems"] if "disabled by jobd" in p]
+    assert len(shown) == min(len(bad), SET_ASIDE_KEPT), health  # the latest of them
+    assert all(p.startswith("the schedules loop set aside schedule ") for p in shown), shown
     assert "Traceback" not in again.log() and "schedules failed" not in again.log()
 
     # enabled again it fires from now on, which it can

@@ -30,7 +30,7 @@ from jobd.jobs import cron
 from jobd.jobs.intake import Intake
 from jobd.jobs.upload import parse_env, parse_limits, parse_retry, parse_timeout, unknown_field
 from jobd.logs import Once
-from jobd.loop import Loop
+from jobd.loop import LONGEST_WAIT, Loop
 from jobd.metrics import Metrics
 from jobd.models import (
     DEFAULT_SERVICE,
@@ -57,8 +57,6 @@ SETTINGS = ("schedule", "timezone", "concurrency", "timeout", "retry", "env", "s
 REASON = "disabled_reason"
 #: The most cron slots counted in a gap; past it the SKIPPED record says "more than".
 _COUNT_STEPS = 1_000
-#: The longest the loop waits without looking again: a far fire never overflows a wait.
-_LONGEST_WAIT = 3600.0
 #: After a run could not start (a full disk, say), the loop tries that schedule again after.
 _RETRY_AFTER = 5.0
 
@@ -339,7 +337,7 @@ class Schedules(Loop):
                 upcoming.append(fire)
         if not upcoming:
             return None
-        return min(_LONGEST_WAIT, max(0.0, min(upcoming) - self.clock()))
+        return min(LONGEST_WAIT, max(0.0, min(upcoming) - self.clock()))
 
     def _tick_one(self, schedule: Schedule, now: float) -> float | None:
         """Fire one schedule if it is due; when it is next due (None: disabled for good)."""
@@ -406,7 +404,7 @@ class Schedules(Loop):
         if self._store.schedules.disable(
             schedule.name, schedule.body, encode(settings), time.time()
         ):
-            log.error("schedule %s: %s", schedule.name, message)
+            self.set_aside(f"schedule {schedule.name}", message)  # the log, once, and /health
             self._metrics.schedule_run(schedule.name, "disabled")
 
     def _gone(self, schedule: Schedule) -> bool:
