@@ -52,6 +52,14 @@ def _threads(text: str) -> int:
     return value
 
 
+def _schedule_interval(text: str) -> float:
+    """The shortest time between a schedule's fires (--min-schedule-interval)."""
+    value = parse_duration(text)
+    if not 1 <= value <= 365 * 86400:
+        raise ValueError(f"{text!r} must be from 1s to 365d")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -396,6 +404,22 @@ OPTIONS: tuple[Option, ...] = (
         "SIZE",
     ),
     Option(
+        "max_schedules",
+        ("JOBD_MAX_SCHEDULES",),
+        "1000",
+        _positive_int,
+        "most schedules (recurring jobs) this jobd keeps; a create past it is a 409",
+        "N",
+    ),
+    Option(
+        "min_schedule_interval",
+        ("JOBD_MIN_SCHEDULE_INTERVAL",),
+        "1s",
+        _schedule_interval,
+        "shortest time between two fires of a schedule a client may create or change (1s to 365d)",
+        "DURATION",
+    ),
+    Option(
         "job_processes",
         ("JOBD_JOB_PROCESSES",),
         "4096",
@@ -477,6 +501,8 @@ class Config:
     threads: int
     job_memory: int | None
     job_processes: int
+    max_schedules: int
+    min_schedule_interval: float
     services: Services  # from runs_per_user, max_runs, service and SERVICE_<NAME>_*
 
     @classmethod

@@ -11,7 +11,7 @@ from jobd.config.options import Config
 from jobd.errors import BadRequest
 from jobd.http.auth import owner
 from jobd.http.responses import json_response, refuse_large_body
-from jobd.jobs.schedules import wire
+from jobd.jobs.schedules import Rules, wire
 from jobd.jobs.service import JobService
 
 #: The largest body a change to a schedule may have (its input cannot change).
@@ -20,10 +20,13 @@ MAX_RUNS_LISTED = 1000
 
 
 def schedule_routes(app: Bottle, config: Config, service: JobService) -> None:
+    rules = Rules(config.max_schedules, config.min_schedule_interval)
+
     @app.post("/api/schedules")
     def create() -> HTTPResponse:
         refuse_large_body(config.max_upload)
-        schedule = service.schedules.create(request.environ["wsgi.input"], owner=owner())
+        body = request.environ["wsgi.input"]
+        schedule = service.schedules.create(body, owner=owner(), rules=rules)
         return json_response(wire(schedule), 201)
 
     @app.get("/api/schedules")
@@ -36,7 +39,8 @@ def schedule_routes(app: Bottle, config: Config, service: JobService) -> None:
 
     @app.route("/api/schedules/<name>", method="PATCH")
     def change(name: str) -> HTTPResponse:
-        return json_response(wire(service.schedules.change(name, _small_json(), owner=owner())))
+        changed = service.schedules.change(name, _small_json(), owner=owner(), rules=rules)
+        return json_response(wire(changed))
 
     @app.delete("/api/schedules/<name>")
     def delete(name: str) -> HTTPResponse:
@@ -59,7 +63,9 @@ def schedule_routes(app: Bottle, config: Config, service: JobService) -> None:
     @app.get("/api/schedules/<name>/runs")
     def runs(name: str) -> HTTPResponse:
         text = request.query.get("limit", "50")
-        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_RUNS_LISTED:
+        # the length first: int() refuses more than 4,300 digits with a ValueError
+        digits = text.isascii() and text.isdigit() and len(text) <= len(str(MAX_RUNS_LISTED))
+        if not digits or not 1 <= int(text) <= MAX_RUNS_LISTED:
             raise BadRequest(f"'limit' must be a whole number from 1 to {MAX_RUNS_LISTED}")
         return json_response(
             [job.wire() for job in service.schedules.runs(name, int(text), owner=owner())]
