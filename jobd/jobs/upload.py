@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from jobd.config.units import MAX_LIMIT, MAX_TIMEOUT, parse_duration, parse_size
+from jobd.config.units import MAX_LIMIT, MAX_TIMEOUT, parse_duration, parse_size, shown
 from jobd.errors import BadRequest
 from jobd.formats.jsonstream import scan_object
 from jobd.jobs.callbacks import check_callback_auth
@@ -84,8 +84,8 @@ def _validate(fields: dict[str, object]) -> Upload:
         job_id = None
     elif not isinstance(job_id, str) or not valid_job_id(job_id):
         raise BadRequest(
-            f"'id' {job_id!r} is not a valid job ID: use 1-128 letters, digits, '.', '_' or '-',"
-            f" starting with a letter or digit ({JOB_ID_PATTERN.pattern})"
+            f"'id' {shown(job_id)} is not a valid job ID: use 1-128 letters, digits, '.', '_'"
+            f" or '-', starting with a letter or digit ({JOB_ID_PATTERN.pattern})"
         )
     slurml = False
     for key in ("slurml", "slurm"):
@@ -260,8 +260,18 @@ def parse_env(value: object) -> tuple[tuple[str, str], ...]:
                 f"'env' value of {name} must be a string of at most {MAX_ENV_VALUE} characters,"
                 " without NUL"
             )
+        if not _utf8(text):  # an escaped half of a surrogate pair: no process can be given it
+            raise BadRequest(f"'env' value of {name} holds half a surrogate pair, not UTF-8 text")
         found.append((name, text))
     return tuple(found)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_timeout(value: object) -> float | None:
