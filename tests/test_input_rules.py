@@ -75,6 +75,8 @@ def test_list_query_numbers_are_checked_before_they_are_converted(server, query,
         ("get", f"wait={HUGE}x", "wait"),
         ("get", "partial=", "partial"),
         ("get", "wait=1&wait=2", "wait"),
+        ("get", "wait=inf", "wait"),
+        ("get", "wait=1_0", "wait"),
         ("logs", "follow=", "follow"),
         ("logs", "stream=", "stream"),
         ("logs", "follow=1&follow=0", "follow"),
@@ -343,6 +345,7 @@ def test_a_secret_half_a_surrogate_pair_is_400(server):
         "http://127.0.0.1:0/x",
         "http://user:pw@127.0.0.1:9/x",
         "http://" + "a" * 64 + ".example/x",
+        "http://127.0.0.1:9/" + "x" * 4096,
     ],
     ids=[
         "crlf",
@@ -356,6 +359,7 @@ def test_a_secret_half_a_surrogate_pair_is_400(server):
         "port-0",
         "userinfo",
         "label-over-63",
+        "over-4096",
     ],
 )
 def test_a_callback_url_that_cannot_be_sent_is_400(server, url):

@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
@@ -26,6 +27,7 @@ from jobd.models import Job, JobStatus
 MAX_WAIT = 60.0
 #: The most jobs one page of GET /api/jobs lists.
 MAX_LISTED = 1000
+_NUMBER = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 #: The largest IntID: the largest integer SQLite keeps.
 MAX_BEFORE = 2**63 - 1
 
@@ -63,8 +65,8 @@ def parse_wait(query: FormsDict) -> float:
     value = query_value(query, "wait")
     if value is None:
         return 0.0
-    try:
-        seconds = float(value)
+    try:  # a number as JSON writes one: float() also takes "inf", "1_0" and spaces
+        seconds = float(value) if _NUMBER.fullmatch(value) else math.nan
     except ValueError:
         seconds = math.nan
     if math.isnan(seconds) or seconds < 0:

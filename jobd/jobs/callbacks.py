@@ -32,6 +32,8 @@ FIRST_RETRY, LONGEST_GAP, TIMEOUT = 1.0, 60.0, 10.0
 #: What a URL may hold once sent: visible ASCII. A space, CR/LF or any other control
 #: character cannot go on a request line, and http.client refuses non-ASCII paths.
 _URL_CHARS = re.compile(r"[!-~]+")
+#: The longest callback URL: servers refuse longer request lines.
+MAX_URL = 4096
 
 
 def check_callback_url(url: object, allow: tuple[str, ...]) -> str:
@@ -39,6 +41,10 @@ def check_callback_url(url: object, allow: tuple[str, ...]) -> str:
     can go on a request line as sent (otherwise it would be retried for nothing)."""
     if not isinstance(url, str) or not url:
         raise BadRequest(f"'callback_url' must be an http(s) URL, not {shown(url)}")
+    if len(url) > MAX_URL:
+        raise BadRequest(
+            f"'callback_url' is {len(url)} characters long; at most {MAX_URL} are taken"
+        )
     if not _URL_CHARS.fullmatch(url):
         raise BadRequest(
             f"'callback_url' {shown(url)} holds a space, a control character or a character"

@@ -121,8 +121,28 @@ def _callback(callback: object, url: object) -> tuple[object, str | None]:
             "'callback' must be an object with 'url' and, optionally, 'auth'"
             ' (e.g. {"type": "bearer", "token": "..."})'
         )
+    if callback["url"] is None:  # a callback with no URL: refused, not dropped
+        raise BadRequest("'callback.url' must be an http(s) URL, not null")
     auth = callback.get("auth")
     return callback["url"], None if auth is None else check_callback_auth(auth)
+
+
+#: A duration as an upload writes it: seconds, or parts like 1h30m (as the description says;
+#: parse_duration, shared with the flags, also takes what float() does, such as 1e3 or 1_0).
+_DURATION = re.compile(
+    r"([0-9]+(\.[0-9]*)?|\.[0-9]+)|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ms|[smhd]))+", re.I
+)
+
+
+def _duration(text: str, name: str) -> float:
+    try:
+        if not _DURATION.fullmatch(text):
+            raise ValueError(
+                f"{shown(text)} is not a duration (write e.g. 48h, 30m, 90s or seconds)"
+            )
+        return parse_duration(text)
+    except ValueError as exc:
+        raise BadRequest(f"{name!r} {exc}") from None
 
 
 #: The most attempts a job may ask for.
@@ -171,10 +191,7 @@ def parse_retry(value: object) -> RetryPolicy | None:
 
 def _interval(value: object, name: str) -> float:
     if isinstance(value, str):
-        try:
-            value = parse_duration(value)
-        except ValueError as exc:
-            raise BadRequest(f"'retry.{name}' {exc}") from None
+        value = _duration(value, f"retry.{name}")
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
@@ -278,10 +295,7 @@ def parse_timeout(value: object) -> float | None:
     if value is None:
         return None
     if isinstance(value, str):
-        try:
-            value = parse_duration(value)
-        except ValueError as exc:
-            raise BadRequest(f"'timeout' {exc}") from None
+        value = _duration(value, "timeout")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise BadRequest(
             f"'timeout' must be a positive number of seconds (or like '30m'), not {value!r}"
