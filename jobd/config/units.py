@@ -33,6 +33,21 @@ _DURATION_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)", re.IGNORECA
 MAX_TIMEOUT = 366 * 86400.0
 #: The largest memory or process limit: the largest integer the store keeps.
 MAX_LIMIT = 2**63 - 1
+#: The most characters of a number in a size: more than any size jobd takes could need,
+#: and far below the 4300 digits past which Python refuses to convert a number.
+_MAX_NUMBER = 64
+
+
+def parse_whole(text: str, low: int, high: int) -> int | None:
+    """`text` as a whole number from `low` to `high` (ASCII digits only), else None; a number
+    with more digits than `high` is refused before it is converted, however long."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(high)):
+        return None
+    number = int(digits)
+    return number if low <= number <= high else None
 
 
 def parse_size(text: str) -> int:
@@ -41,7 +56,11 @@ def parse_size(text: str) -> int:
     match = _SIZE_RE.fullmatch(text)
     unit = match.group(2).lower() if match else None
     if not match or unit not in _SIZE_UNITS:
-        raise ValueError(f"{text!r} is not a size (write e.g. 400MB, 1.5GB, 512MiB, 512M or bytes)")
+        raise ValueError(
+            f"{shown(text)} is not a size (write e.g. 400MB, 1.5GB, 512MiB, 512M or bytes)"
+        )
+    if len(match.group(1)) > _MAX_NUMBER:
+        raise ValueError(f"has a number of {len(match.group(1))} characters, too long for a size")
     return int(Fraction(match.group(1)) * _SIZE_UNITS[unit])
 
 
@@ -58,6 +77,12 @@ def format_size(size: int) -> str:
     return f"{size} bytes"
 
 
+def shown(value: object, most: int = 80) -> str:
+    """A value as a message shows it: its repr, cut short (a client may send 60 KiB)."""
+    text = repr(value)
+    return text if len(text) <= most else f"{text[: most - 20]}...{text[-12:]} ({len(text)} chars)"
+
+
 def parse_duration(text: str) -> float:
     """`48h`, `30m`, `90s`, `1h30m` or plain seconds."""
     stripped = text.strip()
@@ -67,11 +92,11 @@ def parse_duration(text: str) -> float:
         parts = _DURATION_PART_RE.findall(stripped)
         if not parts or "".join(n + u for n, u in parts).lower() != stripped.lower():
             raise ValueError(
-                f"{text!r} is not a duration (write e.g. 48h, 30m, 90s or seconds)"
+                f"{shown(text)} is not a duration (write e.g. 48h, 30m, 90s or seconds)"
             ) from None
         seconds = sum(float(n) * _DURATION_UNITS[u.lower()] for n, u in parts)
     if seconds != seconds or seconds < 0 or seconds == float("inf"):
-        raise ValueError(f"{text!r} is not a duration (write e.g. 48h, 30m, 90s or seconds)")
+        raise ValueError(f"{shown(text)} is not a duration (write e.g. 48h, 30m, 90s or seconds)")
     return seconds
 
 

@@ -7,12 +7,14 @@ import itertools
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from bottle import Bottle, FormsDict, HTTPResponse, request
 
 from jobd.config.options import Config
+from jobd.config.units import parse_whole, shown
 from jobd.errors import BadRequest
 from jobd.formats.archive import base64_chunks_of, base64_length
 from jobd.http.auth import owner
@@ -25,6 +27,9 @@ from jobd.models import Job, JobStatus
 MAX_WAIT = 60.0
 #: The most jobs one page of GET /api/jobs lists.
 MAX_LISTED = 1000
+_NUMBER = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+#: The largest IntID: the largest integer SQLite keeps.
+MAX_BEFORE = 2**63 - 1
 
 
 def _client_gone() -> Callable[[], bool]:
@@ -32,36 +37,52 @@ def _client_gone() -> Callable[[], bool]:
     return request.environ.get("waitress.client_disconnected", lambda: False)
 
 
+def query_value(query: FormsDict, name: str) -> str | None:
+    """A query parameter as sent, None when absent. Sent empty or twice, it is a 400: the
+    description gives none of them an empty value, and of two, neither would be the one."""
+    values = query.getall(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadRequest(f"'{name}' is given {len(values)} times; give it once")
+    if values[0] == "":
+        raise BadRequest(f"'{name}' is empty; give it a value or leave it out")
+    return str(values[0])
+
+
 def parse_flag(query: FormsDict, name: str) -> bool:
     """`?name=true` and the like; anything but a clear yes or no is a 400."""
-    value = query.get(name, "").lower()
-    if value in ("", "0", "false", "no", "off"):
+    value = query_value(query, name)
+    if value is None or value.lower() in ("0", "false", "no", "off"):
         return False
-    if value in ("1", "true", "yes", "on"):
+    if value.lower() in ("1", "true", "yes", "on"):
         return True
-    raise BadRequest(f"'{name}' must be true or false, not {query.get(name)!r}")
+    raise BadRequest(f"'{name}' must be true or false, not {shown(value)}")
 
 
-def parse_wait(value: str | None) -> float:
+def parse_wait(query: FormsDict) -> float:
     """`?wait=` in seconds: fractions allowed, clamped to 60."""
-    if value is None or value == "":
+    value = query_value(query, "wait")
+    if value is None:
         return 0.0
-    try:
-        seconds = float(value)
+    try:  # a number as JSON writes one: float() also takes "inf", "1_0" and spaces
+        seconds = float(value) if _NUMBER.fullmatch(value) else math.nan
     except ValueError:
         seconds = math.nan
     if math.isnan(seconds) or seconds < 0:
-        raise BadRequest(f"'wait' must be a number of seconds from 0 to 60, not {value!r}")
+        raise BadRequest(f"'wait' must be a number of seconds from 0 to 60, not {shown(value)}")
     return min(seconds, MAX_WAIT)
 
 
-def _whole(text: str | None, name: str, low: int, high: int) -> int | None:
+def _whole(query: FormsDict, name: str, low: int, high: int) -> int | None:
     """A whole-number query parameter within bounds (None if absent); a 400 otherwise."""
-    if text is None or text == "":
+    text = query_value(query, name)
+    if text is None:
         return None
-    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
-        raise BadRequest(f"'{name}' must be a whole number from {low} to {high}, not {text!r}")
-    return int(text)
+    number = parse_whole(text, low, high)
+    if number is None:
+        raise BadRequest(f"'{name}' must be a whole number from {low} to {high}, not {shown(text)}")
+    return number
 
 
 def _with_output(job: Job, zipped: BinaryIO, status: int, slots: WaitSlots) -> HTTPResponse:
@@ -92,14 +113,17 @@ def jobd_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlo
     def jobs() -> HTTPResponse:
         """Newest first, without Output; the next page is `?before=<the last IntID>`."""
         query = request.query
-        status = query.get("status") or None
+        status = query_value(query, "status")
         if status is not None and status.upper() not in {s.value for s in JobStatus}:
             raise BadRequest(
-                f"'status' must be one of {', '.join(s.value for s in JobStatus)}, not {status!r}"
+                f"'status' must be one of {', '.join(s.value for s in JobStatus)},"
+                f" not {shown(status)}"
             )
-        limit = _whole(query.get("limit"), "limit", 1, MAX_LISTED) or 50
-        before = _whole(query.get("before"), "before", 0, 2**63 - 1)
-        found = service.newest(status and JobStatus(status.upper()), limit, before, owner=owner())
+        limit = _whole(query, "limit", 1, MAX_LISTED) or 50
+        before = _whole(query, "before", 0, MAX_BEFORE)
+        found = service.newest(
+            JobStatus(status.upper()) if status else None, limit, before, owner=owner()
+        )
         return json_response(
             [{k: v for k, v in job.wire().items() if k != "Output"} for job in found]
         )
@@ -116,7 +140,7 @@ def jobd_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlo
     def get(job_id: str) -> HTTPResponse:
         request.environ["jobd.job_id"] = job_id
         partial = parse_flag(request.query, "partial")
-        wait = parse_wait(request.query.get("wait"))
+        wait = parse_wait(request.query)
         with slots.hold() as held:  # without a free slot, answer now rather than starve others
             job = service.wait(job_id, wait if held else 0.0, _client_gone(), owner=owner())
         if job.status is JobStatus.SKIPPED:  # a schedule's run that never started: no result
@@ -130,9 +154,9 @@ def jobd_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlo
     @app.get("/api/logs/<job_id>")
     def logs(job_id: str) -> HTTPResponse:
         request.environ["jobd.job_id"] = job_id
-        stream = request.query.get("stream", "stdout")
+        stream = query_value(request.query, "stream") or "stdout"
         if stream not in ("stdout", "stderr"):
-            raise BadRequest(f"'stream' must be stdout or stderr, not {stream!r}")
+            raise BadRequest(f"'stream' must be stdout or stderr, not {shown(stream)}")
         job = service.get(job_id, owner=owner())
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if parse_flag(request.query, "follow"):

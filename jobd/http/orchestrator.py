@@ -9,6 +9,7 @@ from bottle import Bottle, HTTPResponse, request
 
 from jobd import __version__
 from jobd.config.options import Config
+from jobd.config.units import shown
 from jobd.errors import BadRequest, Conflict, Internal, JobdError, NotFound
 from jobd.formats.archive import path_problem
 from jobd.http.auth import owner
@@ -101,7 +102,7 @@ def _int_id(text: str) -> int:
     """job-orchestrator names jobs by their integer ID only; anything else is no job."""
     number = int_id(text)
     if number is None:
-        raise NotFound(f"there is no job number {text!r}")
+        raise NotFound(f"there is no job number {shown(text)}")
     return number
 
 

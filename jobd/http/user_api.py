@@ -7,6 +7,7 @@ from __future__ import annotations
 from bottle import Bottle, HTTPResponse, request
 
 from jobd.config.options import Config
+from jobd.config.units import parse_whole, shown
 from jobd.errors import BadRequest, Conflict, Forbidden, NotFound
 from jobd.formats.archive import path_problem
 from jobd.http.auth import owner
@@ -47,16 +48,12 @@ def user_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlo
     def upload() -> HTTPResponse:
         refuse_large_body(config.max_upload)
         form = read_form("/upload")
-        if "file" in form.fields:  # Bottle reads a part with an empty file name as a field
-            raise BadRequest(
-                "a 'file' part has an empty file name; send files as -F 'file=@path' (a path"
-                " inside the job: ';filename=data/name')"
-            )
         user_id = _user_id(form.fields.get("user_id"), owner())
         name = form.fields.get("service", DEFAULT_SERVICE)
         if not SERVICE_PATTERN.fullmatch(name):
             raise BadRequest(
-                f"'service' must be letters, digits, '-' and '_', 1 to 64 of them, not {name!r}"
+                "'service' must be letters, digits, '-' and '_', 1 to 64 of them,"
+                f" not {shown(name)}"
             )
         parts = [(_file_path(part.raw_filename), part.file) for _, part in form.files]
         retry, limits = form_retry(form.fields), form_limits(form.fields)
@@ -116,7 +113,7 @@ def _job(service: JobService, number: str) -> Job:
     """The job of a /download, /download_partial or /terminate path: by its integer ID only."""
     found = int_id(number)
     if found is None:
-        raise NotFound(f"there is no job number {number!r}")
+        raise NotFound(f"there is no job number {shown(number)}")
     job = service.find(found, owner=owner())
     request.environ["jobd.job_id"] = job.id
     return job
@@ -128,14 +125,17 @@ def _user_id(value: str | None, token_user: int | None) -> int:
         return token_user
     if value is None:
         raise BadRequest("'user_id' is missing: send it as a form field, e.g. -F user_id=1")
-    if not (value.isascii() and value.isdigit()) or int(value) > _MAX_USER_ID:
-        raise BadRequest(f"'user_id' must be a whole number from 0 up, not {value!r}")
-    if token_user is not None and int(value) != token_user:
+    number = parse_whole(value, 0, _MAX_USER_ID)
+    if number is None:
+        raise BadRequest(
+            f"'user_id' must be a whole number from 0 to {_MAX_USER_ID}, not {shown(value)}"
+        )
+    if token_user is not None and number != token_user:
         raise Forbidden(
             f"'user_id' is {value} but the token is user {token_user}'s: a user uploads only"
             " their own jobs (leave 'user_id' out, or send the operator's token)"
         )
-    return int(value)
+    return number
 
 
 def _file_path(filename: str | None) -> str:

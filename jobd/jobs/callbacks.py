@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import fnmatch
+import http.client
 import json
 import logging
 import re
@@ -17,6 +18,7 @@ import urllib.request
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from jobd.config.units import shown
 from jobd.errors import BadRequest
 from jobd.loop import Loop
 from jobd.models import Delivery, DeliveryState, Job
@@ -27,17 +29,45 @@ log = logging.getLogger("jobd")
 FIRST_RETRY, LONGEST_GAP, TIMEOUT = 1.0, 60.0, 10.0
 
 
+#: What a URL may hold once sent: visible ASCII. A space, CR/LF or any other control
+#: character cannot go on a request line, and http.client refuses non-ASCII paths.
+_URL_CHARS = re.compile(r"[!-~]+")
+#: The longest callback URL: servers refuse longer request lines.
+MAX_URL = 4096
+
+
 def check_callback_url(url: object, allow: tuple[str, ...]) -> str:
-    """The upload's `callback_url`, if it is an http(s) URL to a host `allow` permits."""
+    """The upload's `callback_url`, if it is an http(s) URL to a host `allow` permits, that
+    can go on a request line as sent (otherwise it would be retried for nothing)."""
     if not isinstance(url, str) or not url:
-        raise BadRequest(f"'callback_url' must be an http(s) URL, not {url!r}")
+        raise BadRequest(f"'callback_url' must be an http(s) URL, not {shown(url)}")
+    if len(url) > MAX_URL:
+        raise BadRequest(
+            f"'callback_url' is {len(url)} characters long; at most {MAX_URL} are taken"
+        )
+    if not _URL_CHARS.fullmatch(url):
+        raise BadRequest(
+            f"'callback_url' {shown(url)} holds a space, a control character or a character"
+            " outside ASCII; percent-encode it (%20) and write the host in ASCII (xn--)"
+        )
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
+        port = parts.port  # raises for a port that is not a number from 0 to 65535
     except ValueError as exc:
-        raise BadRequest(f"'callback_url' {url!r} is not a valid URL: {exc}") from None
+        raise BadRequest(f"'callback_url' {shown(url)} is not a valid URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequest(f"'callback_url' {url!r} is not an http(s) URL")
+        raise BadRequest(f"'callback_url' {shown(url)} is not an http(s) URL with a host")
+    if port == 0:
+        raise BadRequest(f"'callback_url' {shown(url)} has port 0, which no server listens on")
+    if parts.username is not None or parts.password is not None:
+        raise BadRequest(
+            "'callback_url' holds a user name or password before its host, which jobd would"
+            " not send (and would show in its log); use 'callback.auth' instead"
+        )
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise BadRequest(f"'callback_url' {shown(url)} has a host name no DNS can hold") from None
     if allow and not any(fnmatch.fnmatch(parts.hostname.lower(), host) for host in allow):
         raise BadRequest(
             f"'callback_url' goes to {parts.hostname!r}, which this jobd may not call"
@@ -48,6 +78,27 @@ def check_callback_url(url: object, allow: tuple[str, ...]) -> str:
 
 #: A header's name, as HTTP allows it (RFC 9110 token).
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
+#: Headers an `api_key` may not name: those that frame the request or route it (a second
+#: Content-Length or Host would let a proxy read the request as another), the hop-by-hop
+#: ones, and those that describe the body jobd sends.
+_RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "expect",
+        "content-type",
+        "content-encoding",
+    }
+)
+#: A header value as HTTP carries it: visible ASCII and Latin-1 (RFC 9110 field-vchar, as
+#: http.client encodes it), spaces only inside.
+_HEADER_VALUE = re.compile(r"[!-~\xa0-\xff]([ !-~\xa0-\xff]*[!-~\xa0-\xff])?")
 _AUTH_FIELDS = {
     "bearer": ("token",),
     "basic": ("username", "password"),
@@ -57,7 +108,8 @@ _AUTH_FIELDS = {
 
 def check_callback_auth(auth: object) -> str:
     """Chronos's webhook auth, checked: `{"type": "bearer", "token": ...}`, `basic`
-    (username, password) or `api_key` (header, key); returned as JSON for the store."""
+    (username, password) or `api_key` (header, key); returned as JSON for the store. Only
+    what can be sent in a header is taken; no message shows any part of a secret."""
     kinds = ", ".join(_AUTH_FIELDS)
     kind = auth.get("type") if isinstance(auth, dict) else None
     if not isinstance(auth, dict) or not isinstance(kind, str) or kind not in _AUTH_FIELDS:
@@ -65,18 +117,47 @@ def check_callback_auth(auth: object) -> str:
     fields = _AUTH_FIELDS[kind]
     unknown = set(auth) - {"type", *fields}
     if unknown:
-        raise BadRequest(f"'callback.auth' of type {auth['type']} has no field {min(unknown)!r}")
+        raise BadRequest(
+            f"'callback.auth' of type {auth['type']} has no field {shown(min(unknown))}"
+        )
     for name in fields:
-        value = auth.get(name)
-        if not isinstance(value, str) or not value or len(value) > 4096:
-            raise BadRequest(f"'callback.auth.{name}' must be a string of 1 to 4096 characters")
-        if any(ord(char) < 32 or ord(char) == 127 for char in value):
-            raise BadRequest(f"'callback.auth.{name}' holds a control character")
-    if auth["type"] == "basic" and ":" in auth["username"]:
+        _check_secret(name, auth.get(name), in_base64=kind == "basic")
+    if kind == "basic" and ":" in auth["username"]:
         raise BadRequest("'callback.auth.username' may not hold ':'")
-    if auth["type"] == "api_key" and not _HEADER_NAME.fullmatch(auth["header"]):
-        raise BadRequest(f"'callback.auth.header' {auth['header']!r} is not a header name")
+    if kind == "api_key":
+        _check_header_name(auth["header"])
     return json.dumps({key: auth[key] for key in ("type", *fields)})
+
+
+def _check_secret(name: str, value: object, in_base64: bool) -> None:
+    """A value for a header: basic's are sent as base64 of UTF-8, so any text without
+    control characters does; the others go into the header as they are."""
+    where = f"'callback.auth.{name}'"
+    if not isinstance(value, str) or not value or len(value) > 4096:
+        raise BadRequest(f"{where} must be a string of 1 to 4096 characters")
+    if in_base64:
+        if any(ord(c) < 32 or 127 <= ord(c) < 160 or 0xD800 <= ord(c) < 0xE000 for c in value):
+            raise BadRequest(f"{where} holds a control character or half a surrogate pair")
+    elif not _HEADER_VALUE.fullmatch(value):
+        raise BadRequest(
+            f"{where} holds a character an HTTP header cannot carry: it may hold visible ASCII"
+            " and Latin-1 characters, and spaces between them"
+        )
+
+
+def _check_header_name(header: object) -> None:
+    if not isinstance(header, str) or not _HEADER_NAME.fullmatch(header):
+        raise BadRequest(
+            f"'callback.auth.header' {shown(header)} is not a header name (letters, digits"
+            " and !#$%&'*+.^_`|~-, up to 128)"
+        )
+    lower = header.lower()
+    if lower in _RESERVED_HEADERS or lower.startswith("proxy-"):
+        raise BadRequest(
+            f"'callback.auth.header' may not be {header!r}: it frames or routes the request,"
+            " or describes its body (Host, Content-Length, Content-Type, Transfer-Encoding,"
+            " Connection and the like, Proxy-*); pick a header of your own, e.g. X-Api-Key"
+        )
 
 
 def auth_headers(stored: str | None) -> dict[str, str]:
@@ -171,5 +252,7 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> str | None:
         return f"HTTP {exc.code}"
     except (urllib.error.URLError, OSError) as exc:
         return str(getattr(exc, "reason", exc))
-    except Exception as exc:  # e.g. http.client.InvalidURL: one bad row must not stop the rest
-        return f"{type(exc).__name__}: {exc}"
+    except http.client.InvalidURL as exc:  # one bad row must not stop the rest
+        return f"InvalidURL: {exc}"
+    except Exception as exc:  # its text may quote a header, secret and all: the name only
+        return f"{type(exc).__name__} (the request could not be sent)"

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from jobd.config.units import MAX_LIMIT, MAX_TIMEOUT, parse_duration, parse_size
+from jobd.config.units import MAX_LIMIT, MAX_TIMEOUT, parse_duration, parse_size, shown
 from jobd.errors import BadRequest
 from jobd.formats.jsonstream import scan_object
 from jobd.jobs.callbacks import check_callback_auth
@@ -84,8 +84,8 @@ def _validate(fields: dict[str, object]) -> Upload:
         job_id = None
     elif not isinstance(job_id, str) or not valid_job_id(job_id):
         raise BadRequest(
-            f"'id' {job_id!r} is not a valid job ID: use 1-128 letters, digits, '.', '_' or '-',"
-            f" starting with a letter or digit ({JOB_ID_PATTERN.pattern})"
+            f"'id' {shown(job_id)} is not a valid job ID: use 1-128 letters, digits, '.', '_'"
+            f" or '-', starting with a letter or digit ({JOB_ID_PATTERN.pattern})"
         )
     slurml = False
     for key in ("slurml", "slurm"):
@@ -121,8 +121,28 @@ def _callback(callback: object, url: object) -> tuple[object, str | None]:
             "'callback' must be an object with 'url' and, optionally, 'auth'"
             ' (e.g. {"type": "bearer", "token": "..."})'
         )
+    if callback["url"] is None:  # a callback with no URL: refused, not dropped
+        raise BadRequest("'callback.url' must be an http(s) URL, not null")
     auth = callback.get("auth")
     return callback["url"], None if auth is None else check_callback_auth(auth)
+
+
+#: A duration as an upload writes it: seconds, or parts like 1h30m (as the description says;
+#: parse_duration, shared with the flags, also takes what float() does, such as 1e3 or 1_0).
+_DURATION = re.compile(
+    r"([0-9]+(\.[0-9]*)?|\.[0-9]+)|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ms|[smhd]))+", re.I
+)
+
+
+def _duration(text: str, name: str) -> float:
+    try:
+        if not _DURATION.fullmatch(text):
+            raise ValueError(
+                f"{shown(text)} is not a duration (write e.g. 48h, 30m, 90s or seconds)"
+            )
+        return parse_duration(text)
+    except ValueError as exc:
+        raise BadRequest(f"{name!r} {exc}") from None
 
 
 #: The most attempts a job may ask for.
@@ -171,10 +191,7 @@ def parse_retry(value: object) -> RetryPolicy | None:
 
 def _interval(value: object, name: str) -> float:
     if isinstance(value, str):
-        try:
-            value = parse_duration(value)
-        except ValueError as exc:
-            raise BadRequest(f"'retry.{name}' {exc}") from None
+        value = _duration(value, f"retry.{name}")
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
@@ -260,18 +277,25 @@ def parse_env(value: object) -> tuple[tuple[str, str], ...]:
                 f"'env' value of {name} must be a string of at most {MAX_ENV_VALUE} characters,"
                 " without NUL"
             )
+        if not _utf8(text):  # an escaped half of a surrogate pair: no process can be given it
+            raise BadRequest(f"'env' value of {name} holds half a surrogate pair, not UTF-8 text")
         found.append((name, text))
     return tuple(found)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_timeout(value: object) -> float | None:
     if value is None:
         return None
     if isinstance(value, str):
-        try:
-            value = parse_duration(value)
-        except ValueError as exc:
-            raise BadRequest(f"'timeout' {exc}") from None
+        value = _duration(value, "timeout")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise BadRequest(
             f"'timeout' must be a positive number of seconds (or like '30m'), not {value!r}"

@@ -1,0 +1,138 @@
+"""schemathesis hooks for tests/test_fuzz.py: what no schema can say, supplied to the cases
+that must be accepted (positive ones), so `positive_data_acceptance` checks the rest of them.
+
+A JSON upload's `input` must be a zip with run.sh at its root; a callback may go only where
+--callback-allow lets it (the fuzzed daemon allows 127.0.0.1, and nothing else may ever be
+called); limits must be under the daemon's maxima; whole numbers are written without a
+fraction (JSON Schema's integer counts 2.0 in, jobd takes only 2, as
+tests/test_limits_door.py holds it to); durations written as text must be within bounds no
+pattern can state (a timeout above 0 and at most a year; retry's max_interval no shorter
+than its initial_interval). Negative cases are left as generated: they must be refused
+whatever they hold.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import zipfile
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import schemathesis
+
+
+def _zip() -> str:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("run.sh", "#!/bin/sh\ntrue\n")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+RUN_SH_ZIP = _zip()
+#: Nothing listens on the discard port: a delivery fails and is retried, harmlessly.
+LOOPBACK = "127.0.0.1:9"
+
+
+def _loopback(url: object) -> object:
+    """The URL sent to loopback instead of the host schemathesis made up; its path kept. A
+    host or port the description's pattern lets through but no URL parser takes (a bracketed
+    host that is no IPv6 address, a port above 65535) goes too: no pattern can state those."""
+    if not isinstance(url, str):
+        return url
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port out of range
+    except ValueError:
+        return f"http://{LOOPBACK}/"
+    return urlunsplit(parts._replace(netloc=LOOPBACK))
+
+
+YEAR = 366 * 86400.0
+_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|[smhd])?", re.I)
+_UNIT = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _seconds(value: object) -> float | None:
+    """What a duration the description allows stands for, in seconds (None: not one)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    if not isinstance(value, str):
+        return float(value)
+    return sum(float(n) * _UNIT[u.lower()] for n, u in _PART.findall(value))
+
+
+def _bounded(body: dict[str, Any]) -> None:
+    timeout = _seconds(body.get("timeout"))
+    if timeout is not None and not 0 < timeout <= YEAR:
+        body["timeout"] = "30m"
+    retry = body.get("retry")
+    if not isinstance(retry, dict):
+        return
+    retry = body["retry"] = dict(retry)
+    for name in ("initial_interval", "max_interval"):
+        seconds = _seconds(retry.get(name))
+        if seconds is not None and seconds > YEAR:
+            retry[name] = "1h"
+    first = _seconds(retry.get("initial_interval", 1.0))
+    longest = _seconds(retry.get("max_interval", 60.0))
+    if first is not None and longest is not None and longest < first:
+        retry["max_interval"] = retry.get("initial_interval", 1.0)
+
+
+def _whole(value: Any) -> Any:
+    """The value with each whole number written with a fraction (2.0) as an int."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _whole(item) for key, item in value.items()}
+    return value
+
+
+def _within_maxima(limits: dict[str, Any]) -> dict[str, Any]:
+    """Limits under the daemon's maxima (--job-memory, --job-processes: its configuration,
+    not the description's); their shapes are kept as generated."""
+    limits = dict(limits)
+    processes = limits.get("processes")
+    if isinstance(processes, (int, float)) and not isinstance(processes, bool):
+        limits["processes"] = min(processes, 64)
+    if limits.get("memory") is not None:
+        limits["memory"] = "256M" if isinstance(limits["memory"], str) else 2**28
+    return limits
+
+
+@schemathesis.hook
+def map_case(context: Any, case: Any) -> Any:
+    operation = context.operation
+    if operation is None or operation.label != "POST /api/upload":
+        return case
+    if case.meta is None or not case.meta.generation.mode.is_positive:
+        return case
+    if not isinstance(case.body, dict):
+        return case
+    body = _whole(case.body)
+    body["input"] = RUN_SH_ZIP
+    if "callback_url" in body:
+        body["callback_url"] = _loopback(body["callback_url"])
+    if isinstance(body.get("callback"), dict):
+        body["callback"] = {**body["callback"], "url": _loopback(body["callback"].get("url"))}
+    if isinstance(body.get("limits"), dict):
+        body["limits"] = _within_maxima(body["limits"])
+    _bounded(body)
+    case.body = body
+    return case
+
+
+@schemathesis.hook
+def filter_case(context: Any, case: Any) -> bool:
+    """Leave out the one refusal the description cannot ask for: jobd takes `"id": ""` as no
+    ID (a Go client's whole job object has one), while tests/test_openapi.py pins the id's
+    pattern to models.JOB_ID_PATTERN, which an empty string does not match."""
+    operation = context.operation
+    if operation is None or operation.label != "POST /api/upload":
+        return True
+    body = case.body
+    if case.meta is None or case.meta.generation.mode.is_positive:
+        return True
+    return not (isinstance(body, dict) and body.get("id") == "")
