@@ -131,6 +131,29 @@ def test_callbacks_give_up_once_retry_for_has_passed(store, hook):
         _Hook.fail = 1
 
 
+def test_a_callback_row_no_request_can_carry_is_given_up_and_the_rest_delivered(store, hook):
+    """A row planted in the store with a URL the door refuses: given up at once, said in
+    /health, and the next delivery goes out."""
+    store, layout = store
+    url, bodies = hook
+    _Hook.fail = 0
+    try:
+        bad = finished_job(store, "bad", callback_url=url)
+        finished_job(store, "good", callback_url=url)
+        with contextlib.closing(sqlite3.connect(layout.db)) as db, db:
+            db.execute("UPDATE outbox SET url = ? WHERE job_id = 'bad'", (url + "\r\nHost: x",))
+        outcomes: list[str] = []
+        callbacks = Callbacks(store, lambda job_id: store.jobs.get(job_id), 300, outcomes.append)
+        tick_at(callbacks, bad.finished_at + 1)
+        assert sorted(outcomes) == ["abandoned", "delivered"], outcomes
+        assert len(bodies) == 1 and b'"good"' in bodies[0]
+        (problem,) = callbacks.problems()
+        assert problem.startswith("the callbacks loop set aside job bad's callback: given up:")
+        assert store.outbox.next_at() is None
+    finally:
+        _Hook.fail = 1
+
+
 class _Counter(Loop):
     thread_name = "counter"
 

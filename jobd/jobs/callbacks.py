@@ -200,6 +200,13 @@ class Callbacks(Loop):
 
     def _send(self, delivery: Delivery) -> None:
         job_id, url = delivery.job_id, delivery.url
+        try:
+            check_callback_url(url, ())  # a row the door would have refused: never sendable
+        except BadRequest as exc:
+            self.store.outbox.tried(delivery, DeliveryState.ABANDONED, self.clock(), str(exc))
+            self._count("abandoned")
+            self.set_aside(f"job {job_id}'s callback", f"given up: {exc}")
+            return
         error = _post(url, *self._body(job_id))
         self._count("delivered" if error is None else "failed")
         now = self.clock()
