@@ -340,7 +340,10 @@ def serve(config: Config) -> int:
         log.info("shutting down")
         service.quiesce()  # also when the server stopped for another reason
         server.close()
-        service.stop()
+        unclean = service.stop()
         sandbox.close()
         store.close()
+    if unclean is not None:  # the exit code says so: a supervisor may want to look
+        log.error("shutdown was not clean: %s", unclean)
+        return 1
     return 0

@@ -23,6 +23,7 @@ from typing import BinaryIO
 
 from jobd import __version__
 from jobd.config.options import Config
+from jobd.config.units import shown
 from jobd.errors import Conflict, Gone, NotFound
 from jobd.formats.archive import CHUNK, EMPTY_ZIP, Limits, zip_directory
 from jobd.jobs.callbacks import Callbacks
@@ -143,14 +144,15 @@ class JobService:
         self.local.stop_dispatch()
         self.lifecycle.stop()
 
-    def stop(self) -> None:
-        """Stop dispatching and end running jobs; they stay RUNNING and run again on restart."""
+    def stop(self) -> str | None:
+        """Stop dispatching and end running jobs; they stay RUNNING and run again on restart.
+        Returns what was not clean about it, if anything."""
         self.quiesce()
         with self._starting:  # nothing starts after this
             pass
         for loop in self._loops():
             loop.stop()
-        self.local.stop()
+        return self.local.stop()
 
     def _loops(self) -> tuple[Loop, ...]:
         return (self.reconciler, self.retention, self.slurm, self.callbacks, self.schedules)
@@ -188,7 +190,7 @@ class JobService:
             raise NotFound(
                 f"there is no job number {ref}"
                 if isinstance(ref, int)
-                else f"there is no job with ID {ref!r}"
+                else f"there is no job with ID {shown(ref)}"
             )
         return job
 

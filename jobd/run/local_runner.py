@@ -130,17 +130,24 @@ class LocalRunner:
             self._stopping = True
             self._wake.notify_all()
 
-    def stop(self) -> None:
-        """Stop dispatching and end running jobs; they stay RUNNING and run again on restart."""
+    def stop(self) -> str | None:
+        """Stop dispatching and end running jobs; they stay RUNNING and run again on restart.
+        Returns what was not clean about it (None: every run and worker ended)."""
         self.stop_dispatch()
         with self._lock:
             runs = []
             for active in self._active.values():
                 active.stop = Stop.SHUTDOWN
-                runs.append(active.run)
-        self._executor.terminate(*(run for run in runs if run is not None))
+                if active.run is not None:
+                    runs.append(active.run)
+        self._executor.terminate(*runs)
         for thread in self._threads:
             thread.join(timeout=30)
+        left = sum(1 for run in runs if run.tree.members())
+        stuck = sum(1 for thread in self._threads if thread.is_alive())
+        if left or stuck:
+            return f"{left} runs still had processes and {stuck} workers had not ended"
+        return None
 
     def alive(self) -> int:
         """Worker threads that still take jobs (none should ever be lost: /health checks)."""
