@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Iterator
 
@@ -13,6 +14,10 @@ from prometheus_client.registry import Collector
 from jobd.models import Job, JobStatus
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+
+#: What a schedule's slot came to (jobd_schedule_runs' status label).
+_SCHEDULE_OUTCOMES = ("started", JobStatus.SKIPPED.value, "disabled")
 
 
 class Metrics:
@@ -69,6 +74,12 @@ class Metrics:
 
     def schedule_run(self, schedule: str, status: str) -> None:
         self._schedule_runs.labels(schedule, status).inc()
+
+    def forget_schedule(self, schedule: str) -> None:
+        """A deleted schedule's series go (a scrape would show them for ever otherwise)."""
+        for status in _SCHEDULE_OUTCOMES:
+            with contextlib.suppress(KeyError):  # none of this outcome
+                self._schedule_runs.remove(schedule, status)
 
     def callback(self, result: str) -> None:
         self._callbacks.labels(result).inc()

@@ -121,6 +121,15 @@ def test_upload_numbers_written_as_text_of_any_length_are_400s(server, body, fie
     server.assert_nothing_written(before)
 
 
+@pytest.mark.parametrize("field", ["timeout", "retry", "user_id"])
+def test_json_numbers_of_any_length_are_400s_naming_the_field(server, field):
+    before = server.job_dirs()
+    body = b'{"input": "", "%s": %s}' % (field.encode(), HUGE.encode())
+    for path in ("/api/upload", "/api/schedules"):
+        short_error(server.api("POST", path, data=body), 400, repr(field))
+    server.assert_nothing_written(before)
+
+
 @pytest.mark.parametrize(
     "path",
     [

@@ -9,11 +9,22 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import Gate, assert_error, assert_status, b64, make_zip, script, wait_until
+from conftest import (
+    Gate,
+    assert_error,
+    assert_status,
+    b64,
+    make_zip,
+    output_files,
+    script,
+    wait_until,
+)
 
 from jobd.jobs import cron
 from jobd.loop import SET_ASIDE_KEPT
@@ -154,6 +165,35 @@ def test_max_schedules_and_min_interval_are_flags(jobd):
     assert daemon.api("GET", "/api/schedules/first").json()["schedule"] == "@daily"
     assert_status(daemon.api("DELETE", "/api/schedules/first"), 204)
     assert_status(daemon.api("POST", "/api/schedules", json=body("third")), 201)
+
+
+def test_racing_creates_of_one_name_keep_the_winners_input(server):
+    """Of creates racing for one name, one is a 201 and its zip is the one the runs use."""
+    for round_ in range(4):
+        name = f"race-{round_}"
+        start = threading.Barrier(8)
+
+        def create(i: int, name: str = name, start: threading.Barrier = start):
+            start.wait(10)
+            return server.api("POST", "/api/schedules", json=body(name, f"echo {i} > who"))
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(create, range(8)))
+        codes = sorted(resp.status_code for resp in answers)
+        assert codes == [201] + [409] * 7, [resp.text for resp in answers]
+        winner = next(i for i, resp in enumerate(answers) if resp.status_code == 201)
+        run = server.api("POST", f"/api/schedules/{name}/trigger").json()["run"]
+        assert output_files(server.wait_done(run["ID"]))["who"] == f"{winner}\n".encode()
+        assert_status(server.api("DELETE", f"/api/schedules/{name}"), 204)
+
+
+def test_a_deleted_schedules_series_leave_metrics(server):
+    assert_status(server.api("POST", "/api/schedules", json=body("counted")), 201)
+    assert_status(server.api("POST", "/api/schedules/counted/trigger"), 200)
+    series = 'jobd_schedule_runs_total{schedule="counted",status="started"} 1.0'
+    assert series in server.api("GET", "/metrics").text
+    assert_status(server.api("DELETE", "/api/schedules/counted"), 204)
+    assert 'schedule="counted"' not in server.api("GET", "/metrics").text
 
 
 # -- rows that got past the API --------------------------------------------------------------

@@ -118,8 +118,9 @@ class _Body:
                     return unit
         raise _malformed("a string holds an invalid \\u escape")
 
-    def small_value(self) -> object:
-        """Parse the JSON value that starts here; it must be under 64 KiB."""
+    def small_value(self, field: str | None = None) -> object:
+        """Parse the JSON value that starts here (that of `field`, if named); it must be
+        under 64 KiB."""
         start = self.peek()
         if start is None:
             raise _malformed("it ends where a value should be")
@@ -133,9 +134,9 @@ class _Body:
                 return text.decode("utf-8")
             except UnicodeDecodeError:
                 raise _malformed("a string is not UTF-8") from None
-        return self._other_value(start)
+        return self._other_value(start, field)
 
-    def _other_value(self, start: int) -> object:
+    def _other_value(self, start: int, field: str | None) -> object:
         """A number, literal, object or array, tracking nesting and strings."""
         depth, in_string, escaped = 0, False, False
         end = self.pos
@@ -177,7 +178,8 @@ class _Body:
         except UnicodeDecodeError:
             raise _malformed("a value holds bytes that are not UTF-8") from None
         except ValueError:  # the one left: more digits than Python converts
-            raise _malformed("a number has more than 4300 digits") from None
+            where = f"{field!r} holds" if field is not None else "the body holds"
+            raise BadRequest(f"{where} a number of more than 4300 digits") from None
 
 
 def scan_object(
@@ -207,7 +209,7 @@ def scan_object(
                 body.stream_string(sink)
                 fields[name] = True
             else:
-                fields[name] = body.small_value()
+                fields[name] = body.small_value(name)
             if body.peek() == ord("}"):
                 body.pos += 1
                 break

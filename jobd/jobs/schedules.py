@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -202,6 +203,9 @@ class Schedules(Loop):
         self._limit = limit
         self._started = time.time()  # slots before it were missed while jobd was down
         self._checked_bodies: dict[tuple[str, str], cron.When] = {}
+        #: Names being created or deleted: their zip is being written or removed.
+        self._claims: set[str] = set()
+        self._claims_lock = threading.Lock()
 
     # -- the API's verbs ---------------------------------------------------------------------
     # `owner` as in JobService: a user's schedules are theirs alone (another's is not found),
@@ -215,24 +219,32 @@ class Schedules(Loop):
         def keep(fields: dict[str, object]) -> Path:
             name = check_name(fields.get("name"))
             settings = self._checked(fields, rules=rules)
-            if self._store.schedules.get(name) is not None:
-                raise Conflict(f"there is already a schedule named {name!r}")
+            now = time.time()
+            schedule = Schedule(
+                name, encode(settings), _enabled(fields, True), now, now, now, owner
+            )
+            with self._claims_lock:  # a name's zip is written by one create at a time
+                if name in self._claims or self._store.schedules.get(name) is not None:
+                    raise Conflict(f"there is already a schedule named {name!r}")
+                self._claims.add(name)
+            made.append(schedule)
             if self._store.schedules.count() >= rules.most:
                 raise _full(rules)
-            now = time.time()
-            enabled = _enabled(fields, True)
-            made.append(Schedule(name, encode(settings), enabled, now, now, now, owner))
             return self._layout.schedule_zip(name)
 
-        self._intake.zip_and_fields(body, self._limit, keep)
-        (schedule,) = made
         try:
-            inserted = self._store.schedules.insert(schedule, rules.most)
-        except Full:
-            self._layout.schedule_zip(schedule.name).unlink(missing_ok=True)
-            raise _full(rules) from None
-        if not inserted:
-            raise Conflict(f"there is already a schedule named {schedule.name!r}")
+            self._intake.zip_and_fields(body, self._limit, keep)
+            (schedule,) = made
+            try:
+                inserted = self._store.schedules.insert(schedule, rules.most)
+            except Full:
+                self._layout.schedule_zip(schedule.name).unlink(missing_ok=True)
+                raise _full(rules) from None
+            if not inserted:
+                raise Conflict(f"there is already a schedule named {schedule.name!r}")
+        finally:
+            with self._claims_lock:
+                self._claims.difference_update(claimed.name for claimed in made)
         log.info("schedule %s: created (%s)", schedule.name, schedule.settings["schedule"])
         self.kick()
         return schedule
@@ -309,8 +321,17 @@ class Schedules(Loop):
 
     def delete(self, name: str, *, owner: int | None = None) -> None:
         self.get(name, owner=owner)
-        self._store.schedules.delete(name)
-        self._layout.schedule_zip(name).unlink(missing_ok=True)
+        with self._claims_lock:  # not while a create of this name writes its zip
+            if name in self._claims:
+                raise Conflict(f"schedule {name!r} is being created or deleted; try again")
+            self._claims.add(name)
+        try:
+            self._store.schedules.delete(name)
+            self._layout.schedule_zip(name).unlink(missing_ok=True)
+        finally:
+            with self._claims_lock:
+                self._claims.discard(name)
+        self._metrics.forget_schedule(name)
 
     def trigger(self, name: str, *, owner: int | None = None) -> Job:
         """A run now, whatever the schedule says (its concurrency policy still holds)."""
