@@ -97,7 +97,12 @@ def test_the_description_keeps_the_codes_patterns_and_states() -> None:
     states = [status.value for status in JobStatus]
     assert doc["components"]["schemas"]["Job"]["properties"]["Status"]["enum"] == states
     listed = {p["name"]: p for p in doc["paths"]["/api/jobs"]["get"]["parameters"]}
-    assert listed["status"]["schema"]["enum"] == states
+    status = listed["status"]["schema"]
+    assert status["examples"] == states
+    pattern = re.compile(status["pattern"])
+    for state in states:
+        assert pattern.fullmatch(state) and pattern.fullmatch(state.lower())
+    assert not pattern.fullmatch("DONE") and not pattern.fullmatch(states[0] + "X")
     upload = doc["components"]["schemas"]["Upload"]["properties"]
     assert upload["id"]["pattern"] == f"^{JOB_ID_PATTERN.pattern}$"
     form = doc["paths"]["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]
