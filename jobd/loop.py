@@ -39,6 +39,7 @@ class Loop:
         self._kick = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._restarting = threading.Lock()
         self._failing: str | None = None
         self._restarted = 0
         self._set_aside: collections.deque[tuple[float, str]] = collections.deque(
@@ -46,8 +47,11 @@ class Loop:
         )
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
-        self._thread.start()
+        # kept only once started: /health must never take a thread about to start for one
+        # that died (and start a second one beside it)
+        thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        thread.start()
+        self._thread = thread
 
     def stop(self) -> None:
         self._stopping.set()
@@ -75,10 +79,11 @@ class Loop:
     def problems(self) -> list[str]:
         """For /health. A loop whose thread ended without a stop is started again here."""
         found = []
-        thread = self._thread
-        if thread is not None and not thread.is_alive() and not self.stopping:
-            self._restarted += 1
-            self.start()
+        with self._restarting:  # two /health requests at once restart it once
+            thread = self._thread
+            if thread is not None and not thread.is_alive() and not self.stopping:
+                self._restarted += 1
+                self.start()
         if self._restarted:
             found.append(f"the {self.thread_name} loop stopped and was restarted")
         if self._failing is not None:

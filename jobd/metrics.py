@@ -26,6 +26,7 @@ class Metrics:
         counts: Callable[[], dict[str, int]],
         disk_free: Callable[[], float],
         by_service: Callable[[], list[tuple[str, int, str, int]]],
+        by_queue: Callable[[], dict[str, dict[str, int]]],
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -62,6 +63,7 @@ class Metrics:
         free = Gauge("jobd_disk_free_bytes", "Free bytes on the data dir's disk.", registry=r)
         free.set_function(disk_free)
         r.register(_ServiceJobs(by_service))
+        r.register(_QueueJobs(by_queue))
 
     def submitted(self, job: Job, size: int) -> None:
         self._submitted.labels("slurm" if job.slurml else "local").inc()
@@ -111,4 +113,22 @@ class _ServiceJobs(Collector):
         for service in sorted({service for service, _ in totals}):
             for status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
                 family.add_metric([service, status], totals.get((service, status), 0))
+        yield family
+
+
+class _QueueJobs(Collector):
+    """jobd_queue_jobs{queue, status}: the jobs of each of Ocypod's queues, by status."""
+
+    def __init__(self, by_queue: Callable[[], dict[str, dict[str, int]]]) -> None:
+        self._by_queue = by_queue
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "jobd_queue_jobs",
+            "Jobs of each queue (Ocypod's API), by status; queued is the queue's size.",
+            labels=["queue", "status"],
+        )
+        for queue, counts in self._by_queue().items():
+            for status, count in counts.items():
+                family.add_metric([queue, status], count)
         yield family

@@ -1,4 +1,5 @@
-"""Job states, the job record and what a new job asks for, and how a job looks on the wire."""
+"""Job states, the job record and what a new job asks for, and how a job looks on the wire;
+the queues of Ocypod's API and their jobs."""
 
 from __future__ import annotations
 
@@ -55,10 +56,10 @@ def int_id(ref: str | int) -> int | None:
     return ref if 0 <= ref <= _MAX_INT_ID else None
 
 
-def rfc3339(ts: float | None) -> str | None:
+def rfc3339(ts: float | None, timespec: str = "milliseconds") -> str | None:
     if ts is None:
         return None
-    text = datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+    text = datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec=timespec)
     return text.replace("+00:00", "Z")
 
 
@@ -247,3 +248,61 @@ class Schedule:
     def settings(self) -> dict[str, object]:
         found = json.loads(self.body)
         return found if isinstance(found, dict) else {}
+
+
+class QueueStatus(str, Enum):
+    """A queued job's states, named as Ocypod names them."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    FAILED = "failed"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """One queue; durations in whole seconds (0: none), as its new jobs take them."""
+
+    name: str
+    timeout: int = 300
+    heartbeat_timeout: int = 0
+    expires_after: int = 300
+    retries: int = 0
+    retry_delays: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class QueueJob:
+    """One job of a queue: one row of the store's qjobs. `input` and `output` are JSON text;
+    `due_at` is when the queue monitor must next look at it (time-out, retry, expiry)."""
+
+    id: int
+    queue: str
+    status: QueueStatus
+    tags: tuple[str, ...] | None
+    input: str
+    output: str | None
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    last_heartbeat: float | None
+    timeout: int
+    heartbeat_timeout: int
+    expires_after: int
+    retries: int
+    retries_attempted: int
+    retry_delays: tuple[int, ...] | None
+    due_at: float | None
+
+    @property
+    def retry_left(self) -> bool:
+        return self.retries_attempted < self.retries
+
+    @property
+    def ended(self) -> bool:
+        """Ocypod's `ended`: nothing more will happen to it but expiry."""
+        if self.status in (QueueStatus.COMPLETED, QueueStatus.CANCELLED):
+            return True
+        return self.status in (QueueStatus.FAILED, QueueStatus.TIMED_OUT) and not self.retry_left

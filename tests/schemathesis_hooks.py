@@ -7,8 +7,8 @@ called); limits must be under the daemon's maxima; whole numbers are written wit
 fraction (JSON Schema's integer counts 2.0 in, jobd takes only 2, as
 tests/test_limits_door.py holds it to); durations written as text must be within bounds no
 pattern can state (a timeout above 0 and at most a year; retry's max_interval no shorter
-than its initial_interval). Negative cases are left as generated: they must be refused
-whatever they hold.
+than its initial_interval; a queue's durations in whole seconds, at most 100 years).
+Negative cases are left as generated: they must be refused whatever they hold.
 """
 
 from __future__ import annotations
@@ -128,6 +128,40 @@ def _schedule(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+#: Ocypod's duration units in nanoseconds (jobd/formats/humantime.py reads the same).
+_QUEUE_UNITS = {
+    **dict.fromkeys(("nanos", "nsec", "ns"), 1),
+    **dict.fromkeys(("usec", "us", "µs"), 10**3),
+    **dict.fromkeys(("millis", "msec", "ms"), 10**6),
+    **dict.fromkeys(("seconds", "second", "secs", "sec", "s"), 10**9),
+    **dict.fromkeys(("minutes", "minute", "mins", "min", "m"), 60 * 10**9),
+    **dict.fromkeys(("hours", "hour", "hrs", "hr", "h"), 3600 * 10**9),
+    **dict.fromkeys(("days", "day", "d"), 86400 * 10**9),
+    **dict.fromkeys(("weeks", "week", "w"), 7 * 86400 * 10**9),
+    **dict.fromkeys(("months", "month", "M"), 2_630_016 * 10**9),
+    **dict.fromkeys(("years", "year", "y"), 31_557_600 * 10**9),
+}
+_QUEUE_ITEM = re.compile(r" *([0-9]+) *([A-Za-zµ]+)")
+_CENTURY_NS = 100 * 31_557_600 * 10**9
+
+
+def _queue_duration(value: Any) -> Any:
+    """A duration as jobd keeps it: whole seconds, at most 100 years (no pattern says so)."""
+    if not isinstance(value, str):
+        return value
+    total = sum(int(n) * _QUEUE_UNITS.get(u, 0) for n, u in _QUEUE_ITEM.findall(value))
+    return value if total % 10**9 == 0 and total <= _CENTURY_NS else "30s"
+
+
+def _queue_settings(body: dict[str, Any]) -> dict[str, Any]:
+    for name in ("timeout", "heartbeat_timeout", "expires_after"):
+        if name in body:
+            body[name] = _queue_duration(body[name])
+    if isinstance(body.get("retry_delays"), list):
+        body["retry_delays"] = [_queue_duration(item) for item in body["retry_delays"]]
+    return body
+
+
 @schemathesis.hook
 def map_case(context: Any, case: Any) -> Any:
     operation = context.operation
@@ -137,6 +171,9 @@ def map_case(context: Any, case: Any) -> Any:
         return case
     if operation.label in ("POST /api/schedules", "PATCH /api/schedules/{name}"):
         case.body = _schedule(_whole(case.body))
+        return case
+    if operation.label in ("PUT /queue/{name}", "POST /queue/{name}/job"):
+        case.body = _queue_settings(_whole(case.body))
         return case
     if operation.label != "POST /api/upload":
         return case

@@ -23,46 +23,58 @@ HERE = Path(__file__).parent
 FLAGS = ("--callback-allow", "127.0.0.1", "--min-free", "0", "--workers", "2")
 
 
-def schemathesis(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def schemathesis(url: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """schemathesis started against `url`, writing its report to `log`."""
     command = shutil.which("schemathesis") or shutil.which("st")
     if command is None:
         pytest.fail("schemathesis is missing: pip install '.[test]'")
-    return subprocess.run(
-        [
-            command,
-            "--config-file",
-            str(HERE / "schemathesis.toml"),
-            "run",
-            f"{url}/openapi.json",
-            "--checks",
-            CHECKS,
-            "--max-examples",
-            "25",
-            "--seed",
-            "20261125",
-            "--request-timeout",
-            "30",
-            # one worker: in parallel threads, schemathesis's ast.parse can fail on older
-            # CPython 3.11 ("AST constructor recursion depth mismatch")
-            "--workers",
-            "1",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "SCHEMATHESIS_HOOKS": str(HERE / "schemathesis_hooks.py")},
-        timeout=600,
-        check=False,
-    )
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [
+                command,
+                "--config-file",
+                str(HERE / "schemathesis.toml"),
+                "run",
+                f"{url}/openapi.json",
+                "--checks",
+                CHECKS,
+                "--max-examples",
+                "25",
+                "--seed",
+                "20261125",
+                "--request-timeout",
+                "30",
+                # one worker: in parallel threads, schemathesis's ast.parse can fail on older
+                # CPython 3.11 ("AST constructor recursion depth mismatch")
+                "--workers",
+                "1",
+                *extra,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SCHEMATHESIS_HOOKS": str(HERE / "schemathesis_hooks.py")},
+        )
 
 
-@pytest.mark.parametrize("token", [None, "fuzz-token"], ids=["open", "with-token"])
-def test_schemathesis_finds_no_failure(jobd, token):
-    flags = FLAGS + (("--token", token) if token else ())
-    daemon = jobd.start(*flags)
-    extra = ("--header", f"Authorization: Bearer {token}") if token else ()
-    done = schemathesis(daemon.url, *extra)
-    report = done.stdout[-6000:] + done.stderr[-2000:]
-    assert done.returncode == 0, report
-    assert " passed" in done.stdout and "failed" not in done.stdout.split("SUMMARY")[-1], report
-    assert "Traceback" not in daemon.log(), daemon.log()[-4000:]
+def test_schemathesis_finds_no_failure(jobd, tmp_path):
+    """Both daemons at once (the open one and one with a token): each run is one thread of
+    schemathesis against one daemon, so side by side they use the machine's two cores."""
+    runs = []
+    for token in (None, "fuzz-token"):
+        daemon = jobd.start(*FLAGS, *(("--token", token) if token else ()))
+        extra = ("--header", f"Authorization: Bearer {token}") if token else ()
+        log = tmp_path / f"schemathesis-{'token' if token else 'open'}.txt"
+        runs.append((daemon, log, schemathesis(daemon.url, log, *extra)))
+    try:
+        codes = [process.wait(timeout=600) for _, _, process in runs]
+    finally:
+        for _, _, process in runs:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for (daemon, log, _), code in zip(runs, codes, strict=True):
+        stdout = log.read_text(errors="replace")
+        report = stdout[-8000:]
+        assert code == 0, report
+        assert " passed" in stdout and "failed" not in stdout.split("SUMMARY")[-1], report
+        assert "Traceback" not in daemon.log(), daemon.log()[-4000:]

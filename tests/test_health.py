@@ -9,7 +9,7 @@ from conftest import assert_status, script, unique_id, wait_until
 def test_health_counts_live_workers_and_the_oldest_wait(jobd, gates):
     daemon = jobd.start("--workers", "1")
     health = daemon.api("GET", "/health").json()
-    assert health["status"] == "healthy" and health["problems"] == [], health
+    assert health["problems"] == [] and health["status"] == "healthy", health["problems"]
     assert health["workers"] == 1 and health["workers_alive"] == 1, health
     assert health["oldest_queued_age"] is None, health
 

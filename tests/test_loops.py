@@ -17,9 +17,11 @@ from jobd.config.services import Services, ServiceSettings
 from jobd.errors import Unavailable
 from jobd.http.slots import WaitSlots
 from jobd.jobs.callbacks import Callbacks
+from jobd.jobs.queue_monitor import QueueMonitor
+from jobd.jobs.queues import Queues
 from jobd.jobs.retention import Retention
 from jobd.loop import Loop
-from jobd.models import Job, JobStatus
+from jobd.models import Job, JobStatus, QueueStatus
 from jobd.store import Store
 from jobd.store.layout import Layout
 
@@ -261,3 +263,24 @@ def test_a_finished_or_failed_follow_gives_its_slot_back():
         assert held
         with slots.hold() as second:
             assert not second  # full: a long-poll answers at once instead
+
+
+def test_the_queue_monitor_sets_a_bad_row_aside_and_times_out_the_others(store):
+    store, layout = store
+    queues = Queues(store.queues, lambda at: None)
+    queues.put("work", {"timeout": "10s", "expires_after": "1s"})
+    good, bad = queues.add("work", {"input": 1}), queues.add("work", {"input": 2})
+    assert queues.dequeue("work") is not None and queues.dequeue("work") is not None
+    # a row no client could make: a status jobd does not know
+    with contextlib.closing(sqlite3.connect(layout.db)) as db, db:
+        db.execute("UPDATE qjobs SET status = 'lost' WHERE id = ?", (bad,))
+    monitor = QueueMonitor(store.queues)
+
+    later = time.time() + 60
+    assert tick_at(monitor, later) is not None  # the good job's expiry is next
+    assert queues.job(str(good)).status is QueueStatus.TIMED_OUT
+    (problem,) = monitor.problems()
+    assert problem.startswith(f"the queues loop set aside queue job {bad}: "), problem
+    assert store.queues.next_due() == queues.job(str(good)).due_at  # the bad row: never again
+    tick_at(monitor, later + 5)
+    assert store.queues.job(good) is None  # expired; the loop went on

@@ -1,2 +1,3 @@
 """What crosses the wire and the disk, checked: zips in and out (and their base64), JSON bodies
-scanned as a stream. Used by the daemon and the client alike; imports only errors."""
+scanned as a stream, Ocypod's durations. Used by the daemon and the client alike; imports only
+errors."""

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from bottle import Bottle, HTTPError, HTTPResponse, request, response
 
 from jobd.config.options import Config
-from jobd.errors import JobdError, NotFound, Unauthorized
+from jobd.errors import JobdError, NotFound, Unauthorized, is_full
 from jobd.http.auth import Credentials, operator_only, set_caller
 from jobd.http.jobd_api import jobd_routes
 from jobd.http.openapi import docs_page, spec
 from jobd.http.orchestrator import orchestrator_routes
+from jobd.http.queues import queue_routes
 from jobd.http.responses import error_response, json_response
 from jobd.http.schedules import schedule_routes
 from jobd.http.slots import WaitSlots
@@ -46,7 +47,11 @@ def _errors_as_json(callback: Callable[..., object]) -> Callable[..., object]:
             return error_response(exc.status, exc.code, exc.message, **extra)
         except HTTPResponse:
             raise
-        except Exception:
+        except Exception as exc:
+            if is_full(exc):  # a store write on a full disk: nothing was kept, say so
+                return error_response(
+                    507, "insufficient_storage", f"the data dir's disk is full: {exc}"
+                )
             log.exception("%s %s failed", request.method, request.path)
             return error_response(
                 500, "internal_error", "jobd hit an unexpected error; see its log"
@@ -132,6 +137,7 @@ def create_app(config: Config, service: JobService) -> Bottle:
     orchestrator_routes(app, config, service, slots)
     user_routes(app, config, service, slots)
     schedule_routes(app, config, service)
+    queue_routes(app, config, service)
     status_routes(app, signin, skip=[auth])
     return app
 

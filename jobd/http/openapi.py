@@ -1,9 +1,10 @@
 """The API described in OpenAPI 3.1, served at /openapi.json, and a readable page of it at /docs.
 
 The description is data beside the routes it describes: `openapi.yaml` holds what they share
-(the head, schemas, common answers and parameters), and each route module's paths sit in the
-YAML file of its name (`jobd_api.yaml` beside `jobd_api.py`), so adding a route is a change in
-one place. Read once, when first asked for, so parsing it costs the start nothing.
+(the head, schemas, common answers and parameters), and each route module's paths (and the
+schemas only they use) sit in the YAML file of its name (`jobd_api.yaml` beside `jobd_api.py`),
+so adding a route is a change in one place. Read once, when first asked for, so parsing it
+costs the start nothing.
 tests/test_openapi.py keeps it true: every route is described, real answers match the schemas.
 """
 
@@ -36,8 +37,11 @@ def _document() -> dict[str, Any]:
     paths: dict[str, dict] = {}
     for part in sorted(_HERE.glob("*.yaml")):
         if part.name != _SHARED:
-            for path, operations in _load(part)["paths"].items():
+            loaded = _load(part)
+            for path, operations in loaded["paths"].items():
                 paths.setdefault(path, {}).update(operations)
+            for kind, named in loaded.get("components", {}).items():
+                doc["components"].setdefault(kind, {}).update(named)
     doc["paths"] = paths
     return doc
 

@@ -155,6 +155,7 @@ font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans",Arial,sans-
 main{max-width:84rem;margin:0 auto;padding:1.5rem 1.25rem 3rem}
 main.narrow{max-width:30rem;padding-top:4rem}
 h1{font-size:1.5rem;margin:0 0 .2rem}
+h2{font-size:1.15rem;margin:2rem 0 .2rem}
 p{margin:.4rem 0}
 a{color:var(--link)}
 code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace;
@@ -231,11 +232,18 @@ def status_page(service: JobService) -> HTTPResponse:
     """The newest jobs the caller may see, and their counts (a user's: their own)."""
     jobs = service.newest(None, PAGE_SIZE, None, owner=owner())
     counts = service.counts(owner=owner())
-    return HTTPResponse(render(jobs, counts, time.time()), 200, _HEADERS)
+    queues = service.queues.counts()
+    return HTTPResponse(render(jobs, counts, time.time(), queues), 200, _HEADERS)
 
 
-def render(jobs: list[Job], counts: dict[str, int], now: float) -> str:
-    """The page for these jobs (newest first) and the daemon's counts by status."""
+def render(
+    jobs: list[Job],
+    counts: dict[str, int],
+    now: float,
+    queues: dict[str, dict[str, int]] | None = None,
+) -> str:
+    """The page for these jobs (newest first), the daemon's counts by status, and the queues
+    of Ocypod's API with their jobs by status."""
     running = counts.get(JobStatus.RUNNING.value, 0)
     queued = counts.get(JobStatus.QUEUED.value, 0)
     # the counts also see a queue longer than the page (or the store moved in between)
@@ -263,7 +271,7 @@ def render(jobs: list[Job], counts: dict[str, int], now: float) -> str:
     )
     body = (
         f"<main><h1>jobd status</h1><p class='muted'>jobd {html.escape(__version__)} ·"
-        f" {shown} · times in UTC</p>{_counts(counts)}{listed}"
+        f" {shown} · times in UTC</p>{_counts(counts)}{listed}{_queues(queues or {})}"
         f"<footer class='muted small'><p>{refresh}</p><p>Logs open as text; results download"
         f" as zips of the job's folder. The API: <a href='docs'{_NEW_TAB}>docs</a>,"
         f" <a href='openapi.json'{_NEW_TAB}>openapi.json</a>,"
@@ -281,6 +289,27 @@ _EMPTY = (
     " <code>JOBD_TOKEN</code> if it has a token) first. Or upload a zip to"
     " <code>POST /api/upload</code>: see the <a href='docs'>API docs</a>.</p></div>"
 )
+
+
+def _queues(queues: dict[str, dict[str, int]]) -> str:
+    """Ocypod's queues, if any: a row each, its jobs by status."""
+    if not queues:
+        return ""
+    head = "".join(f"<th class='code'>{s.replace('_', ' ')}</th>" for s in _QUEUE_COLUMNS)
+    rows = "".join(
+        f"<tr><td class='mono'>{html.escape(name)}</td>"
+        + "".join(f"<td class='code'>{counts.get(s, 0)}</td>" for s in _QUEUE_COLUMNS)
+        + "</tr>"
+        for name, counts in queues.items()
+    )
+    return (
+        "<h2>Queues</h2><p class='muted small'>Ocypod's queue API: <code>/queue</code>,"
+        " <code>/job</code>, <code>/info</code>.</p><div class='scroll'><table><thead><tr>"
+        f"<th>Queue</th>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
+    )
+
+
+_QUEUE_COLUMNS = ("queued", "running", "completed", "failed", "timed_out", "cancelled")
 
 
 def _counts(counts: dict[str, int]) -> str:

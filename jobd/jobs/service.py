@@ -28,6 +28,8 @@ from jobd.errors import Conflict, Gone, NotFound
 from jobd.formats.archive import CHUNK, EMPTY_ZIP, Limits, zip_directory
 from jobd.jobs.callbacks import Callbacks
 from jobd.jobs.intake import Intake
+from jobd.jobs.queue_monitor import QueueMonitor
+from jobd.jobs.queues import Queues
 from jobd.jobs.retention import Retention
 from jobd.jobs.schedules import Schedules
 from jobd.jobs.services import report as services_report
@@ -70,7 +72,9 @@ class JobService:
         self.store = store
         self.layout = layout
         self.disk = Disk(layout.root, config.min_free)
-        self.metrics = Metrics(store.jobs.counts, self.disk.free, store.jobs.unfinished_by_user)
+        self.metrics = Metrics(
+            store.jobs.counts, self.disk.free, store.jobs.unfinished_by_user, store.queues.counts
+        )
         self.callbacks = Callbacks(
             store, self.get, config.callback_retry_for, self.metrics.callback
         )
@@ -95,6 +99,8 @@ class JobService:
             store, layout, self.intake, self.cancel, self.metrics, config.max_upload
         )
         self.reconciler = Reconciler(self.local)
+        self.queue_monitor = QueueMonitor(store.queues)
+        self.queues = Queues(store.queues, self.queue_monitor.note_due)
         self._starting = threading.Lock()
         self._recovery_problem: str | None = None
         self.isolation = executor.sandbox.describe
@@ -155,7 +161,14 @@ class JobService:
         return self.local.stop()
 
     def _loops(self) -> tuple[Loop, ...]:
-        return (self.reconciler, self.retention, self.slurm, self.callbacks, self.schedules)
+        return (
+            self.reconciler,
+            self.retention,
+            self.slurm,
+            self.callbacks,
+            self.schedules,
+            self.queue_monitor,
+        )
 
     # -- accept and cancel ------------------------------------------------------------------
 

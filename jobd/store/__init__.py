@@ -9,13 +9,14 @@ from pathlib import Path
 
 from jobd.store.jobs import JobStore
 from jobd.store.outbox import Outbox
+from jobd.store.queues import QueueStore
 from jobd.store.schedules import ScheduleStore
 from jobd.store.sqlite import Database
 from jobd.store.turns import Turns
 
 
 class Store:
-    """Jobs, schedules, the callback outbox and turns, over one `Database`."""
+    """Jobs, schedules, the callback outbox, turns and Ocypod's queues, over one `Database`."""
 
     def __init__(self, path: Path) -> None:
         self._db = Database(path)
@@ -23,6 +24,7 @@ class Store:
         self.schedules = ScheduleStore(self._db)
         self.outbox = Outbox(self._db)
         self.turns = Turns(self._db)
+        self.queues = QueueStore(self._db)
 
     def close(self) -> None:
         self._db.close()

@@ -78,5 +78,48 @@ CREATE INDEX jobs_by_user ON jobs (user_id, seq);
 ALTER TABLE jobs ADD COLUMN memory_limit INTEGER;  -- bytes; NULL: none
 ALTER TABLE jobs ADD COLUMN process_limit INTEGER;  -- NULL: none
 """,
+    """
+CREATE TABLE queues (
+    name              TEXT PRIMARY KEY,
+    timeout           INTEGER NOT NULL,  -- durations in whole seconds; 0: none
+    heartbeat_timeout INTEGER NOT NULL,
+    expires_after     INTEGER NOT NULL,
+    retries           INTEGER NOT NULL,
+    retry_delays      TEXT    NOT NULL,  -- JSON list of seconds
+    created_at        REAL    NOT NULL
+);
+CREATE TABLE qjobs (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused
+    queue             TEXT    NOT NULL,
+    status            TEXT    NOT NULL,
+    position          INTEGER NOT NULL,  -- order among the queue's queued jobs
+    tags              TEXT,              -- JSON list, or NULL
+    input             TEXT    NOT NULL,  -- JSON
+    output            TEXT,              -- JSON, or NULL
+    created_at        REAL    NOT NULL,
+    started_at        REAL,
+    ended_at          REAL,
+    last_heartbeat    REAL,
+    timeout           INTEGER NOT NULL,
+    heartbeat_timeout INTEGER NOT NULL,
+    expires_after     INTEGER NOT NULL,
+    retries           INTEGER NOT NULL,
+    retries_attempted INTEGER NOT NULL DEFAULT 0,
+    retry_delays      TEXT,              -- JSON list of seconds, or NULL
+    due_at            REAL  -- the next time the queue monitor must look at it; NULL: never
+);
+CREATE INDEX qjobs_next ON qjobs (queue, status, position);
+CREATE INDEX qjobs_due ON qjobs (due_at) WHERE due_at IS NOT NULL;
+CREATE TABLE qjob_tags (
+    tag    TEXT    NOT NULL,
+    job_id INTEGER NOT NULL,
+    PRIMARY KEY (tag, job_id)
+);
+CREATE INDEX qjob_tags_by_job ON qjob_tags (job_id);
+CREATE TABLE queue_stats (
+    name  TEXT PRIMARY KEY,  -- jobs_created, jobs_completed, ...: Ocypod's /info statistics
+    count INTEGER NOT NULL
+);
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
