@@ -18,7 +18,15 @@ from jobd.client.commands import (
     run_client_command,
 )
 from jobd.client.schedule_commands import add_schedule_commands, run_schedule_command
-from jobd.config.options import CLIENT_OPTIONS, OPTIONS, ClientConfig, Config, Option
+from jobd.config.options import (
+    CLIENT_OPTIONS,
+    OPTIONS,
+    WORKER_OPTIONS,
+    ClientConfig,
+    Config,
+    Option,
+    WorkerConfig,
+)
 from jobd.errors import ConfigError
 
 #: What a shell reports for a process ended by SIGPIPE.
@@ -34,6 +42,7 @@ COMMANDS = (
     "get",
     "health",
     "schedule",
+    "worker",
 )
 
 
@@ -51,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
         " variable shown; a flag wins over the environment.",
     )
     _add_options(serve, OPTIONS)
+    worker = commands.add_parser(
+        "worker",
+        help="run a central jobd's pull-service jobs on this host",
+        description="Pull the jobs of a service declared --service NAME:runner=pull from the"
+        " central jobd at URL and run them here; only outbound HTTP is needed. The token is"
+        " read from JOBD_TOKEN. Stops on SIGTERM: running jobs get --kill-grace to finish,"
+        " then go back to the central jobd for another worker.",
+    )
+    worker.add_argument("url", metavar="URL", help="the central jobd, e.g. http://head:8080")
+    _add_options(worker, WORKER_OPTIONS[1:])
     common = argparse.ArgumentParser(add_help=False)
     _add_options(common, CLIENT_OPTIONS)
     add_client_commands(commands, common)
@@ -82,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure()
     frozen.claim_unpack_dirs()
     frozen.remove_dead_unpack_dirs()
+    if args.command == "worker":
+        return _run_worker(parser, args)
     if args.command != "serve":
         return _run_client(args)
     try:
@@ -91,6 +112,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jobd.server import serve  # the server's imports are only needed to serve
 
     return serve(config)
+
+
+def _run_worker(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    try:
+        config = WorkerConfig.resolve(vars(args), os.environ)
+    except ConfigError as exc:
+        parser.exit(2, f"jobd worker: error: {exc}\n")
+    from jobd.worker.main import run_worker  # a worker needs none of the server's imports
+
+    return run_worker(config)
 
 
 def _run_client(args: argparse.Namespace) -> int:

@@ -127,6 +127,7 @@ class JobSpec:
     schedule: str | None = None
     memory_limit: int | None = None  # bytes; the effective limit (jobs/limits.py)
     process_limit: int | None = None
+    pulled: bool = False  # its service's runner is pull: a `jobd worker` runs it
 
 
 @dataclass
@@ -165,6 +166,10 @@ class Job:
     # and jobd's maximum (jobs/limits.py); None: no limit. Kept across retries and restarts.
     memory_limit: int | None = None  # bytes
     process_limit: int | None = None
+    # A job of a runner=pull service runs on a `jobd worker`; `lease` is the queue job that
+    # carries its current run (None: not offered to workers yet, e.g. a retry's backoff).
+    pulled: bool = False
+    lease: int | None = None
 
     @property
     def retry(self) -> RetryPolicy:

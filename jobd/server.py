@@ -39,9 +39,10 @@ WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 class _Logged:
     """Wraps a response body so the request is logged when it has been sent in full."""
 
-    def __init__(self, body: Iterable[bytes], line: Callable[[], str]) -> None:
+    def __init__(self, body: Iterable[bytes], line: Callable[[], str], quiet: bool) -> None:
         self._body = body
         self._line = line
+        self._level = logging.DEBUG if quiet else logging.INFO
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._body)
@@ -52,7 +53,7 @@ class _Logged:
             if close is not None:
                 close()
         finally:
-            log.info("%s", self._line())
+            log.log(self._level, "%s", self._line())
 
 
 def access_log(app: WSGIApp) -> WSGIApp:
@@ -72,7 +73,9 @@ def access_log(app: WSGIApp) -> WSGIApp:
             text = f"{environ.get('REMOTE_ADDR', '-')} {environ['REQUEST_METHOD']} {path}"
             return f"{text} {status[0]} {took:.1f}ms" + (f" job={job}" if job else "")
 
-        return _Logged(app(environ, capture), line)
+        body = app(environ, capture)
+        # a worker's empty polls and heartbeats come every second: logged at debug level
+        return _Logged(body, line, environ.get("jobd.quiet", False))
 
     return logged
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import cast
 
 from jobd.config.services import (
+    RUNNERS,
     Declaration,
     Services,
     ServiceSettings,
@@ -28,6 +29,7 @@ from jobd.config.units import (
 )
 from jobd.config.user_tokens import UserTokens, read_user_tokens
 from jobd.errors import ConfigError
+from jobd.models import SERVICE_PATTERN
 
 
 def _positive_int(text: str) -> int:
@@ -86,6 +88,27 @@ def _choice(*choices: str) -> Callable[[str], str]:
         return text
 
     return parse
+
+
+def _heartbeat_timeout(text: str) -> int:
+    """Whole seconds, 1 s to a day: a worker beats several times within it."""
+    seconds = parse_duration(text)
+    if seconds != int(seconds) or not 1 <= seconds <= 86400:
+        raise ValueError(f"{text!r} must be whole seconds from 1s to 24h, e.g. 30s or 5m")
+    return int(seconds)
+
+
+def _url(text: str) -> str:
+    """The central jobd's base URL, without a trailing slash."""
+    if not text.startswith(("http://", "https://")) or len(text) > 2000:
+        raise ValueError(f"{text[:80]!r} is not an http:// or https:// URL")
+    return text.rstrip("/")
+
+
+def _service_name(text: str) -> str:
+    if not SERVICE_PATTERN.fullmatch(text):
+        raise ValueError(f"{text[:80]!r} is not a service name (letters, digits, '-', '_')")
+    return text
 
 
 def _one_line(text: str) -> str:
@@ -342,9 +365,10 @@ OPTIONS: tuple[Option, ...] = (
         None,
         parse_declarations,
         "declare a service: NAME:runs_per_user=N,max_runs=N,timeout=DUR,retention=DUR,retry=N,"
-        "memory=SIZE,processes=N"
+        "memory=SIZE,processes=N,runner=local|pull,heartbeat_timeout=DUR"
         " (repeat the flag; ';' between services in the variable; also"
-        " SERVICE_<NAME>_RUNS_PER_USER and SERVICE_<NAME>_MAX_RUNS)",
+        " SERVICE_<NAME>_RUNS_PER_USER, _MAX_RUNS, _RUNNER and _HEARTBEAT_TIMEOUT;"
+        " runner=pull: `jobd worker`s run its jobs)",
         "SPEC",
         repeat=True,
     ),
@@ -543,6 +567,8 @@ _SERVICE_PARSERS: dict[str, Callable[[str], object]] = {
     "retry": _positive_int,
     "memory": job_memory,
     "processes": job_processes,
+    "runner": _choice(*RUNNERS),
+    "heartbeat_timeout": _heartbeat_timeout,
 }
 
 
@@ -581,6 +607,71 @@ def _check_limits(services: Services, values: Mapping[str, object]) -> None:
                 f"--service: service {name!r}: processes {settings.processes} is above this"
                 f" jobd's maximum of {processes} (--job-processes)"
             )
+
+
+#: What `jobd worker` takes of serve's options: where it keeps jobs, how many it runs at once,
+#: and how it runs them (the same sandbox and limits as serve's local runner).
+WORKER_SHARED = (
+    "data_dir",
+    "workers",
+    "max_unpacked",
+    "max_files",
+    "kill_grace",
+    "isolation",
+    "job_uids",
+    "job_readable",
+    "job_writable",
+    "job_memory",
+    "job_processes",
+)
+WORKER_OPTIONS = (
+    Option(
+        "url",
+        (),
+        None,
+        _url,
+        "the central jobd, which declares the service with --service NAME:runner=pull",
+        "URL",
+    ),
+    Option(
+        "service",
+        ("JOBD_WORKER_SERVICE",),
+        None,
+        _service_name,
+        "the pull service whose jobs to run",
+        "NAME",
+    ),
+    *(option for option in OPTIONS if option.name in WORKER_SHARED),
+)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """`jobd worker`'s settings; the token comes from JOBD_TOKEN only (a flag shows in ps)."""
+
+    url: str
+    service: str
+    token: str | None
+    data_dir: Path
+    workers: int
+    max_unpacked: int
+    max_files: int
+    kill_grace: float
+    isolation: str
+    job_uids: tuple[int, int]
+    job_readable: tuple[Path, ...] | None
+    job_writable: tuple[Path, ...] | None
+    job_memory: int | None
+    job_processes: int
+
+    @classmethod
+    def resolve(cls, flags: Mapping[str, object], environ: Mapping[str, str]) -> WorkerConfig:
+        values = _resolve(WORKER_OPTIONS, flags, environ)
+        for name in ("url", "service"):
+            if values[name] is None:
+                raise ConfigError(f"jobd worker needs --{name}")
+        values["token"] = environ.get("JOBD_TOKEN") or None
+        return cls(**values)  # type: ignore[arg-type]  # one value per field
 
 
 @dataclass(frozen=True)

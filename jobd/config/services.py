@@ -4,8 +4,12 @@ job-orchestrator's SERVICE_<NAME>_* variables and Ocypod's per-queue settings.
 A service nobody declared has the defaults (--runs-per-user, --max-runs), so any well-formed
 name works on a fresh daemon. Declared by
 `--service NAME:runs_per_user=3,max_runs=5,timeout=1h,memory=512M,processes=100`
-(repeatable; `;` between services in JOBD_SERVICES) or SERVICE_<NAME>_RUNS_PER_USER /
-SERVICE_<NAME>_MAX_RUNS (the name lowercased, as job-orchestrator reads them).
+(repeatable; `;` between services in JOBD_SERVICES) or SERVICE_<NAME>_RUNS_PER_USER,
+SERVICE_<NAME>_MAX_RUNS, SERVICE_<NAME>_RUNNER and SERVICE_<NAME>_HEARTBEAT_TIMEOUT (the
+name lowercased, as job-orchestrator reads them).
+
+`runner=pull` keeps the service's jobs for `jobd worker`s to pull (jobs/pulled.py); a worker
+that misses its heartbeats for `heartbeat_timeout` has lost its job to the next worker.
 """
 
 from __future__ import annotations
@@ -17,8 +21,20 @@ from typing import Any, cast
 
 from jobd.models import SERVICE_PATTERN
 
-_ENV = re.compile(r"SERVICE_(.+)_(RUNS_PER_USER|MAX_RUNS)")
-_SETTINGS = ("runs_per_user", "max_runs", "timeout", "retention", "retry", "memory", "processes")
+_ENV = re.compile(r"SERVICE_(.+)_(RUNS_PER_USER|MAX_RUNS|RUNNER|HEARTBEAT_TIMEOUT)")
+_SETTINGS = (
+    "runs_per_user",
+    "max_runs",
+    "timeout",
+    "retention",
+    "retry",
+    "memory",
+    "processes",
+    "runner",
+    "heartbeat_timeout",
+)
+#: Where a service's jobs run: here (`--workers`), or on `jobd worker`s that pull them.
+RUNNERS = ("local", "pull")
 
 
 @dataclass(frozen=True)
@@ -30,6 +46,12 @@ class ServiceSettings:
     retry: int | None = None  # attempts for its jobs that ask for none
     memory: int | None = None  # bytes, at most --job-memory; None: --job-memory
     processes: int | None = None  # at most --job-processes; None: --job-processes
+    runner: str = "local"  # one of RUNNERS
+    heartbeat_timeout: int = 30  # whole seconds without a worker's beat: its job is lost
+
+    @property
+    def pulled(self) -> bool:
+        return self.runner == "pull"
 
 
 @dataclass(frozen=True)
@@ -39,6 +61,10 @@ class Services:
 
     def of(self, name: str) -> ServiceSettings:
         return self.declared.get(name, self.default)
+
+    def pulled(self) -> dict[str, ServiceSettings]:
+        """The services whose jobs `jobd worker`s pull, by name."""
+        return {name: s for name, s in self.declared.items() if s.pulled}
 
 
 #: One declared service, as read: its name and its settings by name, values still text.
@@ -68,7 +94,7 @@ def parse_declarations(text: str) -> tuple[Declaration, ...]:
 
 
 def from_environ(environ: Mapping[str, str]) -> tuple[Declaration, ...]:
-    """SERVICE_<NAME>_RUNS_PER_USER and SERVICE_<NAME>_MAX_RUNS."""
+    """SERVICE_<NAME>_RUNS_PER_USER, _MAX_RUNS, _RUNNER and _HEARTBEAT_TIMEOUT."""
     found: dict[str, dict[str, str]] = {}
     for key, value in environ.items():
         match = _ENV.fullmatch(key)

@@ -17,6 +17,7 @@ from jobd.http.auth import Credentials, operator_only, set_caller
 from jobd.http.jobd_api import jobd_routes
 from jobd.http.openapi import docs_page, spec
 from jobd.http.orchestrator import orchestrator_routes
+from jobd.http.pull import pull_routes
 from jobd.http.queues import queue_routes
 from jobd.http.responses import error_response, json_response
 from jobd.http.schedules import schedule_routes
@@ -138,6 +139,7 @@ def create_app(config: Config, service: JobService) -> Bottle:
     user_routes(app, config, service, slots)
     schedule_routes(app, config, service)
     queue_routes(app, config, service)
+    pull_routes(app, config, service, slots)
     status_routes(app, signin, skip=[auth])
     return app
 

@@ -59,6 +59,7 @@ def queue_routes(app: Bottle, config: Config, service: JobService) -> None:
     def dequeue(name: str) -> HTTPResponse:
         job = service.queues.dequeue(name)
         if job is None:
+            request.environ["jobd.quiet"] = True  # a worker's poll, every second or so
             return HTTPResponse(b"", 204)
         return HTTPResponse(f'{{"id": {job.id}, "input": {job.input}}}', 200, _JSON)
 
@@ -92,6 +93,7 @@ def queue_routes(app: Bottle, config: Config, service: JobService) -> None:
     @app.put("/job/<job_id>/heartbeat")
     def heartbeat(job_id: str) -> HTTPResponse:
         service.queues.heartbeat(job_id)
+        request.environ["jobd.quiet"] = True  # a worker's, every second or so
         return HTTPResponse(b"", 204)
 
     @app.get("/job/<job_id>/output")

@@ -21,6 +21,7 @@ from jobd.formats.archive import Base64Writer, Limits, extract, write_files, zip
 from jobd.formats.jsonstream import scan_object
 from jobd.jobs.callbacks import check_callback_url
 from jobd.jobs.limits import effective
+from jobd.jobs.pulled import PullRunner
 from jobd.jobs.upload import read_upload
 from jobd.metrics import Metrics
 from jobd.models import (
@@ -53,6 +54,7 @@ class Intake:
         disk: Disk,
         local: LocalRunner,
         slurm: SlurmRunner,
+        pulls: PullRunner,
     ) -> None:
         self._config = config
         self._store = store
@@ -60,6 +62,7 @@ class Intake:
         self._metrics = metrics
         self._local = local
         self._slurm = slurm
+        self._pulls = pulls
         self._limits = limits
         self._disk = disk
 
@@ -74,7 +77,8 @@ class Intake:
             callback = upload.callback_url
             if callback is not None:
                 callback = check_callback_url(callback, self._config.callback_allow)
-            limits = self.limits(upload.limits, DEFAULT_SERVICE, upload.slurml)
+            service = self._declared(upload.service, upload.slurml)
+            limits = self.limits(upload.limits, service, upload.slurml)
             job_id = upload.job_id or str(uuid.uuid4())
             if self._store.jobs.exists(job_id):
                 raise IdTaken(job_id)
@@ -82,13 +86,15 @@ class Intake:
             spec = JobSpec(
                 job_id,
                 slurml=upload.slurml,
-                timeout=upload.timeout or self._default_timeout(DEFAULT_SERVICE),
+                timeout=upload.timeout or self._default_timeout(service),
                 callback_url=callback,
                 slurm_options=upload.slurm_options,
                 env=upload.env,
-                retry=upload.retry or self._default_retry(DEFAULT_SERVICE),
+                retry=upload.retry or self._default_retry(service),
                 callback_auth=upload.callback_auth,
                 user_id=user_id,
+                service=service,
+                pulled=self._pulls.pulled(service),
                 memory_limit=limits.memory,
                 process_limit=limits.processes,
             )
@@ -113,6 +119,7 @@ class Intake:
                 timeout=self._default_timeout(service),
                 user_id=user_id,
                 service=service,
+                pulled=self._pulls.pulled(service),
                 retry=retry or self._default_retry(service),
                 memory_limit=granted.memory,
                 process_limit=granted.processes,
@@ -181,6 +188,7 @@ class Intake:
             schedule=spec.schedule,
             memory_limit=spec.memory_limit,
             process_limit=spec.process_limit,
+            pulled=spec.pulled,
         )
         try:
             self._store.jobs.insert(job)
@@ -189,7 +197,7 @@ class Intake:
             raise
         log.info("job %s: QUEUED", job.id)
         self._metrics.submitted(job, size)
-        runner = self._slurm if spec.slurml else self._local
+        runner = self._slurm if spec.slurml else self._pulls if spec.pulled else self._local
         try:
             return runner.launch(job, spec)
         except JobdError:  # refused before it reached Slurm: the job was never accepted
@@ -203,6 +211,21 @@ class Intake:
         """The limits a job runs with (see jobs/limits.py); none for a Slurm job, which
         Slurm's own options govern."""
         return NO_LIMITS if slurml else effective(asked, service, self._config, clamp=clamp)
+
+    def _declared(self, service: str | None, slurml: bool) -> str:
+        """/api/upload's `service`: one this jobd declares (a typo would wait for ever)."""
+        if service is None or service == DEFAULT_SERVICE:
+            return DEFAULT_SERVICE
+        declared = sorted(self._config.services.declared)
+        if service not in declared:
+            known = ", ".join(declared) or "none are declared: see --service"
+            raise BadRequest(f"'service' {service!r} is not a service of this jobd ({known})")
+        if slurml and self._pulls.pulled(service):
+            raise BadRequest(
+                f"service {service!r} is pulled by workers (runner=pull): its jobs cannot go"
+                " to Slurm; leave out 'slurml'"
+            )
+        return service
 
     def _default_retry(self, service: str) -> RetryPolicy:
         """A job that asks for no retries gets its service's (--service NAME:retry=N)."""

@@ -6,10 +6,12 @@ index away) and is woken when a sooner one is made, so each is seen within momen
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from jobd.errors import is_full
 from jobd.jobs.queues import on_due, orphaned, rebased
 from jobd.loop import Loop
+from jobd.models import QueueJob, QueueStatus
 from jobd.store.queues import QueueGone, QueueStore
 
 #: Jobs handled per round (a round is one transaction each); more are due: another round.
@@ -20,9 +22,12 @@ class QueueMonitor(Loop):
     thread_name = "queues"
     stop_wait = 10.0
 
-    def __init__(self, store: QueueStore) -> None:
+    def __init__(
+        self, store: QueueStore, timed_out: Callable[[QueueJob], None] = lambda job: None
+    ) -> None:
         super().__init__()
         self._store = store
+        self._timed_out = timed_out  # told of each job it timed out (a pull run is lost)
         self._wake_at: float | None = None
         self._lock = threading.Lock()
         self._rebased = False
@@ -56,7 +61,9 @@ class QueueMonitor(Loop):
     def _one(self, job_id: int, now: float) -> None:
         try:
             try:
-                self._store.change(job_id, lambda job: on_due(job, now))
+                changed = self._store.change(job_id, lambda job: on_due(job, now))
+                if changed is not None and changed.status is QueueStatus.TIMED_OUT:
+                    self._timed_out(changed)
             except QueueGone:
                 self._store.change(job_id, lambda job: orphaned(job, now))
         except Exception as exc:  # one bad row never holds up the others

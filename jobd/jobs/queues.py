@@ -59,11 +59,26 @@ def job_id(text: str) -> int:
 
 
 class Queues:
-    """The queue routes' service. `note_due` tells the queue monitor of a new due time."""
+    """The queue routes' service. `note_due` tells the queue monitor of a new due time;
+    `managed` names the queues of pull services, whose jobs only jobd changes (workers
+    dequeue them and beat; jobs/pulled.py does the rest)."""
 
-    def __init__(self, store: QueueStore, note_due: Callable[[float], None]) -> None:
+    def __init__(
+        self,
+        store: QueueStore,
+        note_due: Callable[[float], None],
+        managed: Callable[[str], bool] = lambda name: False,
+    ) -> None:
         self._store = store
         self._note_due = note_due
+        self._managed = managed
+
+    def _unmanaged(self, name: str) -> None:
+        if self._managed(name):
+            raise Conflict(
+                f"queue {name!r} carries the jobs of the pull service {name!r}: jobd keeps it"
+                " (change the service with --service, cancel its jobs with /api/cancel)"
+            )
 
     # -- queues ------------------------------------------------------------------------------
 
@@ -79,11 +94,13 @@ class Queues:
     def put(self, name: str, body: object) -> bool:
         """Create or replace the queue; a setting left out takes its default (Ocypod's way)."""
         name = queue_name(name)
+        self._unmanaged(name)
         given = _object(body, SETTINGS, "the queue's settings")
         return self._store.put(_settings(given, QueueSettings(name)), time.time())
 
     def delete(self, name: str) -> None:
-        if not self._store.delete(queue_name(name)):
+        self._unmanaged(queue_name(name))
+        if not self._store.delete(name):
             raise NotFound(f"there is no queue {name!r}")
 
     def size(self, name: str) -> int:
@@ -110,6 +127,7 @@ class Queues:
 
     def add(self, name: str, body: object) -> int:
         queue = self.settings(name)
+        self._unmanaged(name)
         given = _object(body, JOB_BODY, "the job")
         own = _settings(given, queue)
         tags = _tags(given.get("tags"))
@@ -170,17 +188,23 @@ class Queues:
         now = time.time()
 
         def step(job: QueueJob) -> Change:
+            self._unmanaged(job.queue)
             if output is not None:
                 job = _with_output(job, output)
             if status is None:
                 return job, None
-            return _move(job, status, now)
+            return move(job, status, now)
 
         self._change(ref, step)
 
     def set_output(self, ref: str, body: object) -> None:
         output = json.dumps(body)
-        self._change(ref, lambda job: (_with_output(job, output), None))
+
+        def step(job: QueueJob) -> Change:
+            self._unmanaged(job.queue)
+            return _with_output(job, output), None
+
+        self._change(ref, step)
 
     def heartbeat(self, ref: str) -> None:
         now = time.time()
@@ -193,6 +217,9 @@ class Queues:
         self._change(ref, beat)
 
     def delete_job(self, ref: str) -> None:
+        found = self._store.job(job_id(ref))
+        if found is not None:
+            self._unmanaged(found.queue)
         if not self._store.delete_job(job_id(ref)):
             raise NotFound(f"there is no job {ref}")
 
@@ -246,7 +273,7 @@ def _with_output(job: QueueJob, output: str) -> QueueJob:
     return dataclasses.replace(job, output=output)
 
 
-def _move(job: QueueJob, to: QueueStatus, now: float) -> Change:
+def move(job: QueueJob, to: QueueStatus, now: float) -> Change:
     was = job.status
     if was is QueueStatus.RUNNING and to in _ENDING:
         return _end(job, to, now), _STAT[to]

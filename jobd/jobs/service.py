@@ -28,6 +28,7 @@ from jobd.errors import Conflict, Gone, NotFound
 from jobd.formats.archive import CHUNK, EMPTY_ZIP, Limits, zip_directory
 from jobd.jobs.callbacks import Callbacks
 from jobd.jobs.intake import Intake
+from jobd.jobs.pulled import PullRunner
 from jobd.jobs.queue_monitor import QueueMonitor
 from jobd.jobs.queues import Queues
 from jobd.jobs.retention import Retention
@@ -80,6 +81,19 @@ class JobService:
         )
         self.lifecycle = Lifecycle(store, layout, self.disk, self.metrics, self.callbacks.kick)
         limits = Limits(config.max_unpacked, config.max_files)
+        self.queue_monitor = QueueMonitor(
+            store.queues, lambda carrier: self.pulls.carrier_ended(carrier)
+        )
+        self.pulls = PullRunner(
+            store,
+            layout,
+            self.disk,
+            self.lifecycle,
+            self.queue_monitor.note_due,
+            config.services,
+            limits,
+        )
+        self.queues = Queues(store.queues, self.queue_monitor.note_due, self.pulls.manages)
         self.local = LocalRunner(
             config.workers,
             config.on_restart == "rerun",
@@ -92,15 +106,21 @@ class JobService:
         )
         self.slurm = SlurmRunner(store, layout, slurm, self.lifecycle, limits)
         self.intake = Intake(
-            config, store, layout, self.metrics, limits, self.disk, self.local, self.slurm
+            config,
+            store,
+            layout,
+            self.metrics,
+            limits,
+            self.disk,
+            self.local,
+            self.slurm,
+            self.pulls,
         )
         self.retention = Retention(store, layout, config.retention, config.services)
         self.schedules = Schedules(
             store, layout, self.intake, self.cancel, self.metrics, config.max_upload
         )
         self.reconciler = Reconciler(self.local)
-        self.queue_monitor = QueueMonitor(store.queues)
-        self.queues = Queues(store.queues, self.queue_monitor.note_due)
         self._starting = threading.Lock()
         self._recovery_problem: str | None = None
         self.isolation = executor.sandbox.describe
@@ -111,6 +131,7 @@ class JobService:
         """The data dir's folders, before jobd listens."""
         self.layout.prepare()
         self.disk.keep_ballast()
+        self.pulls.prepare()
 
     def start(self) -> None:
         """Recovery, then the workers and loops, behind the server: recovery may wait for
@@ -143,6 +164,7 @@ class JobService:
         self.layout.remove_orphans(self.store.jobs.live_ids())
         self.local.recover()
         self.slurm.recover()
+        self.pulls.recover()
 
     def quiesce(self) -> None:
         """The first step of a shutdown: no job starts any more, and long-polls and log
@@ -168,6 +190,7 @@ class JobService:
             self.callbacks,
             self.schedules,
             self.queue_monitor,
+            self.pulls,
         )
 
     # -- accept and cancel ------------------------------------------------------------------
@@ -178,7 +201,7 @@ class JobService:
     def cancel(self, ref: str | int, *, owner: int | None = None) -> Job:
         """Cancel a queued or running job; returns once its processes are gone."""
         job = self.get(ref, owner=owner)
-        runner = self.slurm if job.slurml else self.local
+        runner = self.slurm if job.slurml else self.pulls if job.pulled else self.local
         if job.status.terminal or not runner.cancel(job):
             job = self.get(job.id)
             raise Conflict(f"job {job.id!r} has already finished ({job.status.value})")

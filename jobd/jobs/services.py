@@ -31,6 +31,8 @@ def report(
                 "retention": settings.retention,
                 "memory": settings.memory,
                 "processes": settings.processes,
+                "runner": settings.runner,
+                "heartbeat_timeout": settings.heartbeat_timeout,
                 "queued": sum(c["queued"] for c in per_user.values()),
                 "running": sum(c["running"] for c in per_user.values()),
                 "users": [

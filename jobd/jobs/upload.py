@@ -12,7 +12,14 @@ from jobd.config.units import MAX_LIMIT, MAX_TIMEOUT, parse_duration, parse_size
 from jobd.errors import BadRequest
 from jobd.formats.jsonstream import scan_object
 from jobd.jobs.callbacks import check_callback_auth
-from jobd.models import JOB_ID_PATTERN, NO_LIMITS, JobLimits, RetryPolicy, valid_job_id
+from jobd.models import (
+    JOB_ID_PATTERN,
+    NO_LIMITS,
+    SERVICE_PATTERN,
+    JobLimits,
+    RetryPolicy,
+    valid_job_id,
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,7 @@ class Upload:
     retry: RetryPolicy | None = None  # None: the service's, else none
     callback_auth: str | None = None  # checked, as JSON
     limits: JobLimits = NO_LIMITS  # as asked: intake checks them against the maxima
+    service: str | None = None  # None: the default service; intake checks it is declared
 
 
 #: The fields `_validate` reads, lower case: names match in any case, as in Go's encoding/json.
@@ -43,6 +51,7 @@ UPLOAD_FIELDS = (
     "slurm",
     "slurm_options",
     "limits",
+    "service",
 )
 #: The Go jobd's Job fields: its clients may send a whole job object, so these are taken too
 #: (those jobd does not read are ignored).
@@ -107,7 +116,18 @@ def _validate(fields: dict[str, object]) -> Upload:
         parse_retry(fields.get("retry")),
         callback_auth,
         parse_limits(fields.get("limits")),
+        _service(fields.get("service")),
     )
+
+
+def _service(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not SERVICE_PATTERN.fullmatch(value):
+        raise BadRequest(
+            f"'service' {shown(value)} is not a service name: 1-64 letters, digits, '-' or '_'"
+        )
+    return value
 
 
 def _callback(callback: object, url: object) -> tuple[object, str | None]:

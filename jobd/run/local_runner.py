@@ -3,14 +3,12 @@ process group, end them on cancel, timeout or shutdown, and recover them after a
 
 from __future__ import annotations
 
-import enum
 import logging
 import shutil
 import threading
 import time
 from dataclasses import dataclass, field
 
-from jobd.config.units import format_size
 from jobd.formats.archive import Limits, extract
 from jobd.logs import Once
 from jobd.loop import Loop
@@ -18,8 +16,8 @@ from jobd.models import Job, JobLimits, JobSpec, JobStatus
 from jobd.run import procs
 from jobd.run.dispatch import Policy
 from jobd.run.executors.local import LocalExecutor, Run, StartError
-from jobd.run.executors.runsh import ending
 from jobd.run.lifecycle import Lifecycle
+from jobd.run.outcome import Ending, Stop, settle
 from jobd.store import Store
 from jobd.store.layout import Layout
 
@@ -32,14 +30,6 @@ CLAIM_RETRY_FIRST, CLAIM_RETRY_LAST = 0.1, 5.0
 _QUEUED = frozenset({JobStatus.QUEUED})
 #: Runs of one job that jobd's own stop may interrupt before it stops re-running it.
 MAX_RUNS = 3
-
-
-class Stop(enum.Enum):
-    """Why jobd itself ended a run; decides the final state."""
-
-    CANCEL = "cancelled"
-    TIMEOUT = "timed out"
-    SHUTDOWN = "shutdown"
 
 
 @dataclass
@@ -85,7 +75,7 @@ class LocalRunner:
         """Jobs that were RUNNING when the daemon stopped: end what is left of their last run,
         then queue them again (or fail them, with --on-restart fail)."""
         for job in self._store.jobs.with_status(JobStatus.RUNNING):
-            if not job.slurml:  # Slurm jobs ran on in Slurm: their runner re-attaches
+            if not (job.slurml or job.pulled):  # they ran on elsewhere: their runner knows
                 self._recover(job)
 
     def _recover(self, job: Job) -> None:
@@ -254,7 +244,9 @@ class LocalRunner:
         if job_id in self._active or self._stopping:
             return False
         job = self._store.jobs.get(job_id)
-        return job is not None and job.status is JobStatus.RUNNING and not job.slurml
+        return (
+            job is not None and job.status is JobStatus.RUNNING and not (job.slurml or job.pulled)
+        )
 
     def _end_stranded(self, job_id: str, status: JobStatus, how: str) -> bool:
         log.warning("job %s: RUNNING with no worker running it; it is %s", job_id, how)
@@ -266,9 +258,7 @@ class LocalRunner:
         if job.attempts > 1 or job.attempt > 1:  # a re-run, a retry: from the input again
             shutil.rmtree(workdir, ignore_errors=True)
             extract(self._layout.input_zip(job.id), workdir, self._limits)
-            kept = self._layout.attempts_dir(job.id)
-            for earlier in sorted(kept.iterdir()) if kept.is_dir() else ():
-                shutil.copyfile(earlier, workdir / earlier.name)
+            self._layout.restore_attempts(job.id)
         try:
             run = self._executor.start(
                 workdir, job.environment, JobLimits(job.memory_limit, job.process_limit)
@@ -293,29 +283,11 @@ class LocalRunner:
         self._finish(job, code, active.stop, run)
 
     def _finish(self, job: Job, code: int, stop: Stop | None, run: Run) -> None:
-        """The final state, from run.sh's return code and why jobd ended it, if it did."""
-        how = ending(code)
-        memory = run.cell.limits.memory
-        if run.out_of_memory and memory is not None:
-            how += (
-                f"; the kernel ended a process of it at its memory limit of {format_size(memory)}"
-            )
-        if stop is Stop.CANCEL:
-            status, message = JobStatus.CANCELLED, f"cancelled while running; {how}"
-        elif stop is Stop.TIMEOUT:
-            status, message = JobStatus.FAILED, f"timed out after {job.timeout:g}s; {how}"
-        else:
-            status, message = (JobStatus.SUCCESS if code == 0 else JobStatus.FAILED), how
-        if status is JobStatus.FAILED and job.attempt < job.max_attempts:
-            again = self._lifecycle.retry(job, message)
-            if again is not None:
-                with self._lock:
-                    self._policy.add(again)
-                return
-        if job.max_attempts > 1:
-            message = f"attempt {job.attempt} of {job.max_attempts}: {message}"
-        exit_code = code if stop is None and code >= 0 else None  # null once killed
-        self._lifecycle.finish(job.id, status, message, expect=_RUNNING, exit_code=exit_code)
+        memory = run.cell.limits.memory if run.out_of_memory else None
+        again = settle(self._lifecycle, job, Ending(code, stop, memory))
+        if again is not None:
+            with self._lock:
+                self._policy.add(again)
 
 
 class Reconciler(Loop):

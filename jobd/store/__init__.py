@@ -9,6 +9,7 @@ from pathlib import Path
 
 from jobd.store.jobs import JobStore
 from jobd.store.outbox import Outbox
+from jobd.store.pulls import PullStore
 from jobd.store.queues import QueueStore
 from jobd.store.schedules import ScheduleStore
 from jobd.store.sqlite import Database
@@ -16,7 +17,8 @@ from jobd.store.turns import Turns
 
 
 class Store:
-    """Jobs, schedules, the callback outbox, turns and Ocypod's queues, over one `Database`."""
+    """Jobs, schedules, the callback outbox, turns, Ocypod's queues and the pull services'
+    jobs on them, over one `Database`."""
 
     def __init__(self, path: Path) -> None:
         self._db = Database(path)
@@ -25,6 +27,7 @@ class Store:
         self.outbox = Outbox(self._db)
         self.turns = Turns(self._db)
         self.queues = QueueStore(self._db)
+        self.pulls = PullStore(self._db, self.jobs)
 
     def close(self) -> None:
         self._db.close()

@@ -23,7 +23,7 @@ _INSERTED = tuple(name for name in _FIELDS if name != "seq")  # seq is the store
 def _row_to_job(row: sqlite3.Row) -> Job:
     job = Job(**{name: row[name] for name in _FIELDS})
     job.status = JobStatus(job.status)
-    job.slurml, job.expired = bool(job.slurml), bool(job.expired)
+    job.slurml, job.expired, job.pulled = bool(job.slurml), bool(job.expired), bool(job.pulled)
     return job
 
 
@@ -35,12 +35,14 @@ class JobStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def _query(self, sql: str, params: Iterable[object] = ()) -> list[Job]:
+    def query(self, sql: str, params: Iterable[object] = ()) -> list[Job]:
+        """Jobs `WHERE ...` (`sql` follows FROM jobs)."""
         rows = self._db.rows(f"SELECT {_COLUMNS} FROM jobs {sql}", params)
         return [_row_to_job(row) for row in rows]
 
     @staticmethod
-    def _reread(db: sqlite3.Connection, job_id: str) -> Job:
+    def reread(db: sqlite3.Connection, job_id: str) -> Job:
+        """The job as stored now, inside the caller's transaction."""
         row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _row_to_job(row)
 
@@ -58,18 +60,18 @@ class JobStore:
         return job
 
     def get(self, job_id: str) -> Job | None:
-        jobs = self._query("WHERE id = ?", (job_id,))
+        jobs = self.query("WHERE id = ?", (job_id,))
         return jobs[0] if jobs else None
 
     def get_by_seq(self, seq: int) -> Job | None:
-        jobs = self._query("WHERE seq = ?", (seq,))
+        jobs = self.query("WHERE seq = ?", (seq,))
         return jobs[0] if jobs else None
 
     def exists(self, job_id: str) -> bool:
         return bool(self._db.rows("SELECT 1 FROM jobs WHERE id = ?", (job_id,)))
 
     def with_status(self, status: JobStatus) -> list[Job]:
-        return self._query("WHERE status = ? AND expired = 0 ORDER BY seq", (status.value,))
+        return self.query("WHERE status = ? AND expired = 0 ORDER BY seq", (status.value,))
 
     def counts(self, owner: int | None = None) -> dict[str, int]:
         """Kept jobs by status: every job's, or with `owner` only that user's."""
@@ -81,7 +83,7 @@ class JobStore:
 
     def oldest_queued(self) -> Job | None:
         """The job that has waited longest, here or for Slurm."""
-        jobs = self._query("WHERE status = ? ORDER BY seq LIMIT 1", (JobStatus.QUEUED.value,))
+        jobs = self.query("WHERE status = ? ORDER BY seq LIMIT 1", (JobStatus.QUEUED.value,))
         return jobs[0] if jobs else None
 
     def claim(self, job_id: str) -> Job | None:
@@ -97,7 +99,7 @@ class JobStore:
             )
             if not cursor.rowcount:
                 return None
-            job = self._reread(db, job_id)
+            job = self.reread(db, job_id)
             Turns.serve(db, job.service, job.user_key)
             return job
 
@@ -128,14 +130,14 @@ class JobStore:
             where.append("seq < ?")
             params.append(before)
         sql = f"WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
-        return self._query(sql, (*params, limit))
+        return self.query(sql, (*params, limit))
 
     def runs_of(self, name: str, limit: int, owner: int | None = None) -> list[Job]:
         """A schedule's runs, newest first (an index, not a scan); with `owner` only that
         user's (a name freed by a delete may have served someone else)."""
         if owner is None:
-            return self._query("WHERE schedule = ? ORDER BY seq DESC LIMIT ?", (name, limit))
-        return self._query(
+            return self.query("WHERE schedule = ? ORDER BY seq DESC LIMIT ?", (name, limit))
+        return self.query(
             "WHERE schedule = ? AND user_id = ? ORDER BY seq DESC LIMIT ?", (name, owner, limit)
         )
 
@@ -164,8 +166,9 @@ class JobStore:
 
     def queued_local(self) -> list[Job]:
         """Every queued job that runs here, oldest first: read once, at start."""
-        return self._query(
-            "WHERE status = ? AND slurml = 0 ORDER BY seq", (JobStatus.QUEUED.value,)
+        return self.query(
+            "WHERE status = ? AND slurml = 0 AND pulled = 0 ORDER BY seq",
+            (JobStatus.QUEUED.value,),
         )
 
     def retry(self, job_id: str, due_at: float, message: str) -> Job | None:
@@ -177,11 +180,11 @@ class JobStore:
             cursor = db.execute(
                 "UPDATE jobs SET status = ?, attempt = attempt + 1, attempts = 0, due_at = ?,"
                 " message = ?, exit_code = NULL, started_at = NULL, pgid = NULL,"
-                " pgid_start = NULL, slurm_id = 0, updated_at = ?"
+                " pgid_start = NULL, slurm_id = 0, lease = NULL, updated_at = ?"
                 f" WHERE id = ? AND status IN ({marks(statuses)})",
                 (JobStatus.QUEUED.value, due_at, message, now, job_id, *statuses),
             )
-            return self._reread(db, job_id) if cursor.rowcount else None
+            return self.reread(db, job_id) if cursor.rowcount else None
 
     def set_process(self, job_id: str, pgid: int, start: int | None) -> None:
         with self._db.tx() as db:
@@ -211,7 +214,7 @@ class JobStore:
             )
             if cursor.rowcount == 0:
                 return None
-            job = self._reread(db, job_id)
+            job = self.reread(db, job_id)
             if to.terminal and job.callback_url:  # owed in the same commit as the end
                 Outbox.owe(db, job_id, job.callback_url, now)
         return job
@@ -238,7 +241,7 @@ class JobStore:
 
     def unfinished_slurm(self) -> list[Job]:
         statuses = _values(UNFINISHED)
-        return self._query(
+        return self.query(
             f"WHERE slurml = 1 AND status IN ({marks(statuses)}) AND expired = 0 ORDER BY seq",
             statuses,
         )

@@ -120,6 +120,12 @@ class Layout:
         """Earlier attempts' output, kept beside the folder each attempt starts afresh."""
         return self.job_dir(job_id) / "attempts"
 
+    def restore_attempts(self, job_id: str) -> None:
+        """Earlier attempts' output into the job's folder, so it reaches the result."""
+        kept, workdir = self.attempts_dir(job_id), self.work_dir(job_id)
+        for earlier in sorted(kept.iterdir()) if kept.is_dir() else ():
+            shutil.copyfile(earlier, workdir / earlier.name)
+
     def input_zip(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "input.zip"
 

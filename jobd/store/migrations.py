@@ -121,5 +121,12 @@ CREATE TABLE queue_stats (
     count INTEGER NOT NULL
 );
 """,
+    """
+ALTER TABLE jobs ADD COLUMN pulled INTEGER NOT NULL DEFAULT 0;  -- a runner=pull service's
+ALTER TABLE jobs ADD COLUMN lease INTEGER;  -- the queue job that carries its run; NULL: none
+CREATE INDEX jobs_unleased ON jobs (due_at)
+    WHERE pulled = 1 AND lease IS NULL AND status = 'QUEUED';
+CREATE INDEX jobs_by_lease ON jobs (lease) WHERE lease IS NOT NULL;
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -128,19 +128,25 @@ class QueueStore:
         """Store a new job at the back of its queue; its id, or None if the queue is gone
         (looked at in the same transaction: a job never lands in a deleted queue)."""
         with self._db.tx() as db:
-            if db.execute("SELECT 1 FROM queues WHERE name = ?", (job.queue,)).fetchone() is None:
-                return None
-            cursor = db.execute(
-                f"INSERT INTO qjobs ({', '.join(_WRITTEN)}, position)"
-                f" VALUES ({marks(_WRITTEN)}, {_BACK})",
-                (*_row(job), job.queue),
-            )
-            job_id = int(cursor.lastrowid or 0)
-            db.executemany(
-                "INSERT OR IGNORE INTO qjob_tags (tag, job_id) VALUES (?, ?)",
-                [(tag, job_id) for tag in job.tags or ()],
-            )
-            _count(db, "jobs_created")
+            return QueueStore.insert(db, job)
+
+    @staticmethod
+    def insert(db: sqlite3.Connection, job: QueueJob) -> int | None:
+        """`add`, inside the caller's transaction (a pull service's job and its queue job
+        are stored together)."""
+        if db.execute("SELECT 1 FROM queues WHERE name = ?", (job.queue,)).fetchone() is None:
+            return None
+        cursor = db.execute(
+            f"INSERT INTO qjobs ({', '.join(_WRITTEN)}, position)"
+            f" VALUES ({marks(_WRITTEN)}, {_BACK})",
+            (*_row(job), job.queue),
+        )
+        job_id = int(cursor.lastrowid or 0)
+        db.executemany(
+            "INSERT OR IGNORE INTO qjob_tags (tag, job_id) VALUES (?, ?)",
+            [(tag, job_id) for tag in job.tags or ()],
+        )
+        _count(db, "jobs_created")
         return job_id
 
     def job(self, job_id: int) -> QueueJob | None:
