@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import (
     Daemon,
     DaemonFactory,
@@ -119,6 +120,7 @@ def test_two_workers_take_jobs_in_turn_and_the_central_serves_them(
     assert counts["completed"] == 4 and counts["queued"] == counts["running"] == 0, counts
 
 
+@pytest.mark.source_only  # the binary pass runs the first and last: `worker` is in it
 def test_a_pull_service_is_named_on_the_jobd_wire_and_checked(jobd: DaemonFactory) -> None:
     daemon = central(jobd)
     before = daemon.job_dirs()
@@ -147,6 +149,7 @@ def test_a_pull_service_is_named_on_the_jobd_wire_and_checked(jobd: DaemonFactor
     assert daemon.wait_done(job_id)["Status"] == "SUCCESS"
 
 
+@pytest.mark.source_only  # the binary pass runs the first and last: `worker` is in it
 def test_a_multipart_upload_to_a_pull_service_runs_on_a_worker(
     jobd: DaemonFactory, shared: Path
 ) -> None:
@@ -164,6 +167,7 @@ def test_a_multipart_upload_to_a_pull_service_runs_on_a_worker(
     assert ran_in(shared)[0].startswith(str(pulling.data_dir))
 
 
+@pytest.mark.source_only  # the binary pass runs the first and last: `worker` is in it
 def test_a_failed_attempt_is_retried_on_a_worker_with_its_output_kept(
     jobd: DaemonFactory, shared: Path
 ) -> None:
@@ -178,6 +182,7 @@ def test_a_failed_attempt_is_retried_on_a_worker_with_its_output_kept(
     assert files["jobd.stdout"] == b"attempt 2\n"
 
 
+@pytest.mark.source_only  # the binary pass runs the first and last: `worker` is in it
 def test_a_run_sh_that_cannot_start_fails_as_it_would_here(jobd: DaemonFactory) -> None:
     daemon = central(jobd)
     worker(jobd, daemon)
@@ -193,6 +198,7 @@ def test_a_run_sh_that_cannot_start_fails_as_it_would_here(jobd: DaemonFactory) 
 # -- lost, cancelled, restarted ----------------------------------------------------------------
 
 
+@pytest.mark.source_only  # the binary pass runs the first and last: `worker` is in it
 def test_a_worker_killed_mid_job_loses_it_to_another_and_its_late_result_is_refused(
     jobd: DaemonFactory, shared: Path, strays
 ) -> None:
@@ -225,6 +231,7 @@ def test_a_worker_killed_mid_job_loses_it_to_another_and_its_late_result_is_refu
     assert_error(daemon.api("POST", f"/api/pull/{new}"), 409)  # taken once only
 
 
+@pytest.mark.source_only  # the binary pass runs the first and last: `worker` is in it
 def test_a_cancel_reaches_the_workers_process_tree(
     jobd: DaemonFactory, shared: Path, strays
 ) -> None:
@@ -251,6 +258,7 @@ def test_a_cancel_reaches_the_workers_process_tree(
     assert_error(daemon.cancel(job_id), 409)
 
 
+@pytest.mark.source_only  # the binary pass runs the first and last: `worker` is in it
 def test_the_central_jobd_killed_and_restarted_under_running_workers(
     jobd: DaemonFactory, shared: Path
 ) -> None:
@@ -273,6 +281,7 @@ def test_the_central_jobd_killed_and_restarted_under_running_workers(
     assert sorted(runs) == sorted([*running, queued]), f"a job ran twice or not at all: {runs}"
 
 
+@pytest.mark.source_only  # the binary pass runs the first and last: `worker` is in it
 def test_a_workers_sigterm_hands_its_job_back(jobd: DaemonFactory, shared: Path) -> None:
     daemon = central(jobd)
     first = worker(jobd, daemon)
