@@ -5,6 +5,7 @@ itself round a cycle, and each package says what lives in it."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,23 @@ def test_each_package_says_what_lives_there_and_what_it_may_import() -> None:
             continue
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc and "import" in doc.lower(), f"{init.relative_to(REPO_ROOT)} does not say it"
+
+
+def test_nothing_imports_what_the_binary_leaves_out() -> None:
+    """build.spec's `excludes` keep the binary small; a module that imports one of them works
+    from the source and fails in the binary (as `jobd worker` once did with requests)."""
+    spec = (REPO_ROOT / "build.spec").read_text()
+    listed = spec[spec.index("excludes=[") : spec.index("]", spec.index("excludes=["))]
+    left_out = {name for name in re.findall(r'"([A-Za-z_][\w.]*)"', listed)}
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            for name in names:
+                if name in left_out or name.split(".")[0] in left_out:
+                    found.append(f"{module_name(path)} imports {name}")
+    assert not found, "\n".join(found)

@@ -2,7 +2,8 @@
 take jobs in turn, a job is never run twice at once, a worker killed mid-job loses the job to
 another (without using up an attempt, and its late result is refused), a cancel ends the
 worker's process tree, the central jobd's kill -9 and restart leave running jobs running, and
-a worker's SIGTERM hands its jobs back."""
+a worker's SIGTERM hands its jobs back. The binary pass runs the first test and the one on a
+worker that cannot start (the frozen binary has `worker`); the rest run from the source."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from conftest import (
     unique_id,
     wait_until,
 )
+from test_storage_faults import fill
 
 TOKEN = "worker-test-token"
 #: The pull service's heartbeat timeout in these tests, in seconds.
@@ -120,7 +122,7 @@ def test_two_workers_take_jobs_in_turn_and_the_central_serves_them(
     assert counts["completed"] == 4 and counts["queued"] == counts["running"] == 0, counts
 
 
-@pytest.mark.source_only  # the binary pass runs the first and last: `worker` is in it
+@pytest.mark.source_only
 def test_a_pull_service_is_named_on_the_jobd_wire_and_checked(jobd: DaemonFactory) -> None:
     daemon = central(jobd)
     before = daemon.job_dirs()
@@ -149,7 +151,7 @@ def test_a_pull_service_is_named_on_the_jobd_wire_and_checked(jobd: DaemonFactor
     assert daemon.wait_done(job_id)["Status"] == "SUCCESS"
 
 
-@pytest.mark.source_only  # the binary pass runs the first and last: `worker` is in it
+@pytest.mark.source_only
 def test_a_multipart_upload_to_a_pull_service_runs_on_a_worker(
     jobd: DaemonFactory, shared: Path
 ) -> None:
@@ -167,7 +169,7 @@ def test_a_multipart_upload_to_a_pull_service_runs_on_a_worker(
     assert ran_in(shared)[0].startswith(str(pulling.data_dir))
 
 
-@pytest.mark.source_only  # the binary pass runs the first and last: `worker` is in it
+@pytest.mark.source_only
 def test_a_failed_attempt_is_retried_on_a_worker_with_its_output_kept(
     jobd: DaemonFactory, shared: Path
 ) -> None:
@@ -182,7 +184,21 @@ def test_a_failed_attempt_is_retried_on_a_worker_with_its_output_kept(
     assert files["jobd.stdout"] == b"attempt 2\n"
 
 
-@pytest.mark.source_only  # the binary pass runs the first and last: `worker` is in it
+@pytest.mark.source_only
+def test_a_jobs_time_limit_holds_on_a_worker(jobd: DaemonFactory, shared: Path, strays) -> None:
+    daemon = central(jobd)
+    worker(jobd, daemon)
+    job_id = pulled_job(daemon, f"sleep 60 & echo $! > {shared}/pid; wait", timeout=1)
+    pid_file = shared / "pid"
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 20, "the job")
+    strays.watch(*read_pids(pid_file))
+    done = daemon.wait_done(job_id)
+    assert done["Status"] == "FAILED" and done["Message"].startswith("timed out after 1s"), done
+    assert done["ExitCode"] is None
+    wait_until(lambda: proc_gone(read_pids(pid_file)[0]), 10, "the job's child to end")
+
+
+@pytest.mark.source_only
 def test_a_run_sh_that_cannot_start_fails_as_it_would_here(jobd: DaemonFactory) -> None:
     daemon = central(jobd)
     worker(jobd, daemon)
@@ -198,7 +214,7 @@ def test_a_run_sh_that_cannot_start_fails_as_it_would_here(jobd: DaemonFactory) 
 # -- lost, cancelled, restarted ----------------------------------------------------------------
 
 
-@pytest.mark.source_only  # the binary pass runs the first and last: `worker` is in it
+@pytest.mark.source_only
 def test_a_worker_killed_mid_job_loses_it_to_another_and_its_late_result_is_refused(
     jobd: DaemonFactory, shared: Path, strays
 ) -> None:
@@ -228,10 +244,10 @@ def test_a_worker_killed_mid_job_loses_it_to_another_and_its_late_result_is_refu
     late = daemon.api("PUT", f"/api/pull/{old}/result", params={"code": "0"}, data=b"PK\x05\x06")
     assert_error(late, 409)
     assert output_files(daemon.wait_done(job_id))["jobd.stdout"] == b"second run\n"
-    assert_error(daemon.api("POST", f"/api/pull/{new}"), 409)  # taken once only
+    assert_error(daemon.api("POST", f"/api/pull/{new}"), 409)  # an ended job starts no more
 
 
-@pytest.mark.source_only  # the binary pass runs the first and last: `worker` is in it
+@pytest.mark.source_only
 def test_a_cancel_reaches_the_workers_process_tree(
     jobd: DaemonFactory, shared: Path, strays
 ) -> None:
@@ -258,7 +274,7 @@ def test_a_cancel_reaches_the_workers_process_tree(
     assert_error(daemon.cancel(job_id), 409)
 
 
-@pytest.mark.source_only  # the binary pass runs the first and last: `worker` is in it
+@pytest.mark.source_only
 def test_the_central_jobd_killed_and_restarted_under_running_workers(
     jobd: DaemonFactory, shared: Path
 ) -> None:
@@ -281,7 +297,7 @@ def test_the_central_jobd_killed_and_restarted_under_running_workers(
     assert sorted(runs) == sorted([*running, queued]), f"a job ran twice or not at all: {runs}"
 
 
-@pytest.mark.source_only  # the binary pass runs the first and last: `worker` is in it
+@pytest.mark.source_only
 def test_a_workers_sigterm_hands_its_job_back(jobd: DaemonFactory, shared: Path) -> None:
     daemon = central(jobd)
     first = worker(jobd, daemon)
@@ -315,3 +331,69 @@ def test_a_worker_says_why_it_cannot_start(jobd: DaemonFactory) -> None:
         )
         assert done.returncode == 2, done
         assert expected in done.stderr, done.stderr
+
+
+# -- the routes by hand, and faults ------------------------------------------------------------
+
+
+@pytest.mark.source_only
+def test_the_pull_routes_by_hand(jobd: DaemonFactory) -> None:
+    """What a worker in another language would do, and what a bad one gets."""
+    daemon = central(jobd)
+    job_id = pulled_job(daemon, "echo hi", env={"COLOUR": "blue"})
+    taken = daemon.api("GET", "/queue/gpu/job")
+    assert_status(taken, 200)
+    lease = taken.json()["id"]
+    assert taken.json()["input"] == {"job": job_id, "attempt": 1}
+    assert daemon.job(job_id)["Status"] == "QUEUED"  # until it is claimed
+    assert_error(daemon.api("GET", f"/api/pull/{lease}/input"), 409)
+    claimed = daemon.api("POST", f"/api/pull/{lease}")
+    assert_status(claimed, 200)
+    spec = claimed.json()
+    assert spec["job"] == job_id and spec["attempt"] == 1
+    assert spec["env"]["COLOUR"] == "blue" and spec["env"]["JOBD_JOB_ID"] == job_id
+    assert daemon.job(job_id)["Status"] == "RUNNING"
+    again = daemon.api("POST", f"/api/pull/{lease}")  # a worker that missed the answer
+    assert_status(again, 200)
+    assert again.json() == spec
+    zipped = daemon.api("GET", f"/api/pull/{lease}/input")
+    assert_status(zipped, 200)
+    assert zipped.headers["Content-Type"] == "application/zip"
+    assert zipped.content[:2] == b"PK"
+    beat = daemon.api("PUT", f"/job/{lease}/heartbeat")
+    assert_status(beat, 204)
+    for query, fragment in (
+        ({}, "'code'"),
+        ({"code": "x"}, "'code'"),
+        ({"code": "0", "stop": "later"}, "'stop'"),
+        ({"code": "0", "oom": "0"}, "'oom'"),
+    ):
+        bad = daemon.api("PUT", f"/api/pull/{lease}/result", params=query, data=b"")
+        assert fragment in assert_error(bad, 400)["message"]
+    assert daemon.job(job_id)["Status"] == "RUNNING"  # a refused query changes nothing
+    assert_error(daemon.api("PUT", "/api/pull/x/result", params={"code": "0"}), 400)
+    assert_error(daemon.api("POST", "/api/pull/999999"), 404)
+    assert_error(daemon.api("POST", "/api/pull/1", token=None), 401)
+    # a result that is not a zip ends the job: sending it again would not help
+    garbage = daemon.api("PUT", f"/api/pull/{lease}/result", params={"code": "0"}, data=b"no")
+    assert_error(garbage, 400)
+    done = daemon.wait_done(job_id)
+    assert done["Status"] == "FAILED" and "result could not be taken" in done["Message"], done
+    assert daemon.api("GET", f"/job/{lease}/status").json() == "failed"
+
+
+@pytest.mark.source_only
+def test_a_result_sent_to_a_full_disk_waits_for_room_and_lands(
+    jobd: DaemonFactory, small_disk: Path
+) -> None:
+    daemon = central(jobd, "--min-free", "0", data_dir=small_disk / "data")
+    pulling = worker(jobd, daemon)
+    job_id = pulled_job(daemon, "head -c 8000000 /dev/urandom > big.bin; echo made")
+    fill(small_disk / "filler", leave=2_000_000)
+    wait_until(lambda: "/result?code=0" in daemon.log() and " 507 " in daemon.log(), 30)
+    assert daemon.job(job_id)["Status"] == "RUNNING"  # the run is not lost meanwhile
+    (small_disk / "filler").unlink()
+    done = daemon.wait_done(job_id)
+    assert done["Status"] == "SUCCESS", done
+    assert len(output_files(done)["big.bin"]) == 8_000_000
+    assert "result sent" in pulling.log()

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from jobd.config.services import Services
-from jobd.errors import BadRequest, Conflict, NotFound, is_full
+from jobd.errors import BadRequest, Conflict, JobdError, NotFound, TooLarge, is_full
 from jobd.formats.archive import CHUNK, Limits, extract
 from jobd.jobs.queues import move
 from jobd.loop import Loop
@@ -138,10 +138,13 @@ class PullRunner(Loop):
         )
 
     def claim(self, lease: int) -> Job:
-        """A worker dequeued carrier `lease`: its job is now RUNNING there."""
+        """A worker dequeued carrier `lease`: its job is now RUNNING there. Asked again (the
+        worker did not hear the answer), the same answer: only that worker holds the lease."""
         job = self._store.pulls.claim(lease)
         if job is None:
             found = self._leased(lease)
+            if found.status is JobStatus.RUNNING:
+                return found
             self._end_carrier(lease, QueueStatus.CANCELLED)
             raise Conflict(
                 f"queue job {lease} carries no job that can start: job {found.id!r} is"
@@ -183,11 +186,11 @@ class PullRunner(Loop):
                         "the result",
                         job=False,
                     )
-                except BadRequest as exc:
+                except (BadRequest, TooLarge) as exc:  # sending it again would not help
                     self._refused(job, lease, exc)
                     raise
                 job = self._running(lease)  # still this run's, now that the result is in
-                if self._store.queues.job(lease) is None or self._cancelled(lease):
+                if self._cancelled(lease):
                     end = Ending(end.code, Stop.CANCEL, end.out_of_memory_at)
                 workdir = self._layout.work_dir(job.id)
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -210,13 +213,16 @@ class PullRunner(Loop):
             with self._lock:
                 self._receiving.discard(job.id)
             self._lost_if_over(lease)
-        self._end_carrier(lease, QueueStatus.COMPLETED if end.code == 0 else QueueStatus.FAILED)
+        ended = self._store.jobs.get(job.id) or job
+        succeeded = ended.status is JobStatus.SUCCESS
+        self._end_carrier(lease, QueueStatus.COMPLETED if succeeded else QueueStatus.FAILED)
         if again is not None:
             self.kick()  # its retry is offered when due
-        return self._store.jobs.get(job.id) or job
+        return ended
 
-    def _refused(self, job: Job, lease: int, exc: BadRequest) -> None:
-        """A result that cannot be unpacked here ends the job: sending it again would not help."""
+    def _refused(self, job: Job, lease: int, exc: JobdError) -> None:
+        """A result that cannot be unpacked here (a bad zip, over --max-unpacked) ends the
+        job FAILED."""
         self._lifecycle.finish(
             job.id,
             JobStatus.FAILED,
@@ -281,11 +287,10 @@ class PullRunner(Loop):
             if job.lease is None:
                 continue  # offered by the loop
             carrier = self._store.queues.job(job.lease)
-            if carrier is None or carrier.status in (QueueStatus.QUEUED, QueueStatus.RUNNING):
-                if carrier is None:
-                    self._lose(job.lease)
-                continue
-            if carrier.status is QueueStatus.CANCELLED and job.status is JobStatus.RUNNING:
+            status = None if carrier is None else carrier.status
+            if status in (QueueStatus.QUEUED, QueueStatus.RUNNING):
+                continue  # still carried: a worker has it, or will
+            if status is QueueStatus.CANCELLED and job.status is JobStatus.RUNNING:
                 self._lifecycle.finish(
                     job.id,
                     JobStatus.CANCELLED,

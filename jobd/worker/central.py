@@ -1,19 +1,23 @@
 """The central jobd, as a worker speaks to it: Ocypod's dequeue and heartbeat, and the pull
 routes for the zips. A call that cannot reach it (a restart, a cut network, a 5xx) is tried
-again with backoff until it answers or the worker stops; an answer is never retried."""
+again with backoff until it answers or the worker stops; an answer is never retried.
+
+http.client, as the client's: the standard library, in the binary too. Each thread keeps its
+own keep-alive connection, opened again after a failure."""
 
 from __future__ import annotations
 
-import contextlib
+import http.client
+import json
 import logging
+import os
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import requests
+from typing import Any
 
 from jobd.formats.archive import CHUNK
 from jobd.logs import Once
@@ -23,8 +27,8 @@ _once = Once(log)
 
 #: Gaps between tries of a call that did not reach the central jobd, doubling.
 RETRY_FIRST = 0.1
-#: Seconds a call may take to connect and between bytes of its answer.
-TIMEOUT = (5.0, 60.0)
+#: Seconds a call may wait to connect, and for each answer.
+TIMEOUT = 60.0
 
 
 class Refused(Exception):
@@ -39,6 +43,10 @@ class Stopped(Exception):
     """The worker stops: a call that waits for the central jobd gives up."""
 
 
+class Unanswered(Exception):
+    """No usable answer (no connection, a 5xx): the call may be tried again."""
+
+
 @dataclass(frozen=True)
 class Pulled:
     """A carrier a worker dequeued: its lease and the job it names."""
@@ -50,10 +58,13 @@ class Pulled:
 class Central:
     def __init__(self, url: str, token: str | None, stopping: threading.Event) -> None:
         self._url = url
+        parts = urllib.parse.urlsplit(url)
+        self._https = parts.scheme == "https"
+        self._host, self._port = parts.hostname or "", parts.port
+        self._prefix = parts.path.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._stopping = stopping
-        self._session = requests.Session()
-        if token:
-            self._session.headers["Authorization"] = f"Bearer {token}"
+        self._local = threading.local()
         self.retry_last = 5.0  # the longest gap; the worker sets it below its heartbeat
         #: once the worker stops, results and hand-backs are still tried until then
         self.finish_by: float | None = None
@@ -61,10 +72,11 @@ class Central:
     def pull_service(self, service: str) -> int:
         """The service's heartbeat timeout, in seconds; Refused unless it is a pull service."""
         found = self._json("GET", "/api/services")
-        for entry in found if isinstance(found, list) else ():
+        entries = [entry for entry in found if isinstance(entry, dict)]
+        for entry in entries:
             if entry.get("name") == service and entry.get("runner") == "pull":
                 return int(entry["heartbeat_timeout"])
-        pulled = [e.get("name") for e in found if e.get("runner") == "pull"]
+        pulled = [str(e.get("name")) for e in entries if e.get("runner") == "pull"]
         raise Refused(
             400,
             f"the jobd at {self._url} has no pull service {service!r} (its pull services:"
@@ -73,22 +85,22 @@ class Central:
         )
 
     def dequeue(self, service: str) -> Pulled | None:
-        answer = self._call("GET", f"/queue/{service}/job")
-        if answer.status_code == 204:
+        status, data = self._call("GET", f"/queue/{service}/job")
+        if status == 204:
             return None
-        body = answer.json()
+        body = json.loads(data)
         return Pulled(int(body["id"]), str(body["input"]["job"]))
 
     def claim(self, lease: int) -> dict:
-        return self._json("POST", f"/api/pull/{lease}")
+        return dict(self._json("POST", f"/api/pull/{lease}"))
 
     def fetch_input(self, lease: int, path: Path) -> None:
-        def save(answer: requests.Response) -> None:
+        def save(answer: http.client.HTTPResponse) -> None:
             with open(path, "wb") as out:
-                for block in answer.iter_content(CHUNK):
+                while block := answer.read(CHUNK):
                     out.write(block)
 
-        self._call("GET", f"/api/pull/{lease}/input", stream=True, then=save)
+        self._call("GET", f"/api/pull/{lease}/input", sink=save)
 
     def beat(self, lease: int) -> str:
         """'running' while the run is this worker's; else the carrier's status (cancelled:
@@ -101,14 +113,11 @@ class Central:
                 return "gone"
             if exc.status != 409:
                 raise
-        status = self._json("GET", f"/job/{lease}/status", retry=False)
-        return str(status)
+        return str(self._json("GET", f"/job/{lease}/status", retry=False))
 
     def send_result(self, lease: int, path: Path, query: dict[str, str]) -> None:
-        def body() -> BinaryIO:
-            return open(path, "rb")  # closed by _call once sent
-
-        self._call("PUT", f"/api/pull/{lease}/result", params=query, data=body, essential=True)
+        target = f"/api/pull/{lease}/result?{urllib.parse.urlencode(query)}"
+        self._call("PUT", target, upload=path, essential=True)
 
     def hand_back(self, lease: int) -> None:
         self._call("DELETE", f"/api/pull/{lease}", essential=True)
@@ -116,7 +125,7 @@ class Central:
     # -- the calls --------------------------------------------------------------------------
 
     def _json(self, method: str, path: str, retry: bool = True) -> Any:
-        return self._call(method, path, retry=retry).json()
+        return json.loads(self._call(method, path, retry=retry)[1])
 
     def _call(
         self,
@@ -125,49 +134,70 @@ class Central:
         *,
         retry: bool = True,
         essential: bool = False,
-        stream: bool = False,
-        params: dict[str, str] | None = None,
-        data: Callable[[], BinaryIO] | None = None,
-        then: Callable[[requests.Response], None] | None = None,
-    ) -> requests.Response:
-        """One call; without an answer, tried again after a growing gap (with `retry`) until
-        the worker stops, or, if `essential`, until `finish_by` once it stops."""
+        upload: Path | None = None,
+        sink: Callable[[http.client.HTTPResponse], None] | None = None,
+    ) -> tuple[int, bytes]:
+        """One call: its status and body (none if `sink` read it); Refused on a 4xx. Without
+        an answer, tried again after a growing gap (with `retry`) until the worker stops, or,
+        if `essential`, until `finish_by` once it stops."""
         delay = RETRY_FIRST
         while True:
-            body = data() if data else None
             try:
-                with (
-                    body or contextlib.nullcontext(),
-                    self._session.request(
-                        method,
-                        self._url + path,
-                        params=params,
-                        data=body,
-                        stream=stream,
-                        timeout=TIMEOUT,
-                    ) as answer,
-                ):
-                    if answer.status_code >= 500:
-                        raise Unanswered(f"HTTP {answer.status_code}: {_message(answer)}")
-                    if answer.status_code >= 400:
-                        raise Refused(answer.status_code, _message(answer))
-                    if then is not None:
-                        then(answer)
-                    else:
-                        answer.content  # noqa: B018 - read before the connection goes back
+                status, data = self._once(method, path, upload, sink)
                 _once.recovered("central", "the central jobd answers again")
-                return answer
-            except (requests.RequestException, Unanswered) as exc:
+                return status, data
+            except (OSError, http.client.HTTPException, Unanswered) as exc:
                 if not retry:
                     raise Unanswered(str(exc)) from None
-                _once.failed(
-                    "central",
-                    "cannot reach the central jobd at %s: %s (retrying)",
-                    self._url,
-                    exc,
-                )
+                _once.failed("central", "cannot reach the central jobd at %s: %s", self._url, exc)
             self._pause(delay, essential)
             delay = min(delay * 2, self.retry_last)
+
+    def _once(
+        self,
+        method: str,
+        path: str,
+        upload: Path | None,
+        sink: Callable[[http.client.HTTPResponse], None] | None,
+    ) -> tuple[int, bytes]:
+        connection = self._connection()
+        headers = dict(self._headers)
+        try:
+            if upload is None:
+                connection.request(method, self._prefix + path, headers=headers)
+            else:
+                with open(upload, "rb") as body:
+                    headers["Content-Type"] = "application/octet-stream"
+                    headers["Content-Length"] = str(os.fstat(body.fileno()).st_size)
+                    connection.request(method, self._prefix + path, body, headers)
+            answer = connection.getresponse()
+            if answer.status < 300 and sink is not None:
+                sink(answer)
+                data = b""
+            else:
+                data = answer.read()
+        except BaseException:
+            self._drop()  # half a request or answer: this connection is done
+            raise
+        if answer.status >= 500:
+            raise Unanswered(f"HTTP {answer.status}: {_message(data)}")
+        if answer.status >= 400:
+            raise Refused(answer.status, _message(data))
+        return answer.status, data
+
+    def _connection(self) -> http.client.HTTPConnection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            connection = kind(self._host, self._port, timeout=TIMEOUT)
+            self._local.connection = connection
+        return connection
+
+    def _drop(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+        self._local.connection = None
 
     def _pause(self, delay: float, essential: bool) -> None:
         """Wait before the next try; Stopped if the worker stops (and the call may go)."""
@@ -183,15 +213,13 @@ class Central:
         time.sleep(delay)
 
 
-class Unanswered(Exception):
-    """No usable answer: the call may be tried again."""
-
-
-def _message(answer: requests.Response) -> str:
+def _message(data: bytes) -> str:
     try:
-        return str(answer.json().get("message", answer.text))[:500]
-    except ValueError:
-        return answer.text[:500]
+        found = json.loads(data)
+        text = found.get("message", data.decode(errors="replace"))
+    except (ValueError, AttributeError):
+        text = data.decode(errors="replace")
+    return str(text)[:500]
 
 
 def heartbeat_every(timeout: int) -> float:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobd.config.options import WorkerConfig
+from jobd.errors import JobdError
 from jobd.formats.archive import Limits, extract, zip_directory
 from jobd.models import JobLimits
 from jobd.run import procs
@@ -140,8 +141,8 @@ class Puller:
                 zip_directory(workdir, jobdir / "result.zip")
                 self._central.send_result(pulled.lease, jobdir / "result.zip", query)
                 log.info("job %s: result sent", job_id)
-        except Refused as exc:
-            log.warning("job %s: the central jobd refused its result: %s", job_id, exc)
+        except Refused as exc:  # the job was cancelled or given to another worker
+            log.warning("job %s: the central jobd refused: %s", job_id, exc)
         except Stopped:  # stopped before run.sh started: another worker runs it
             with contextlib.suppress(Refused, Stopped):
                 self._central.hand_back(pulled.lease)
@@ -158,7 +159,11 @@ class Puller:
     ) -> dict[str, str] | None:
         """Run the job; the result's query (how it ended), or None if it was not run."""
         self._central.fetch_input(active.pulled.lease, jobdir / "input.zip")
-        extract(jobdir / "input.zip", workdir, self._limits)
+        try:
+            extract(jobdir / "input.zip", workdir, self._limits)
+        except JobdError as exc:  # e.g. over this worker's --max-unpacked: said, not retried
+            workdir.mkdir(exist_ok=True)
+            return {"code": "0", "start_error": f"this worker cannot unpack the input: {exc}"}
         limits = spec.get("limits") or {}
         try:
             run = self._executor.start(
