@@ -126,6 +126,28 @@ def test_dequeue_is_first_in_first_out(server):
 # -- time-outs ---------------------------------------------------------------------------------
 
 
+def test_a_dequeue_that_waits_takes_a_job_the_moment_it_is_queued(server):
+    """jobd's `?wait=`: a worker need not poll; an empty queue still answers 204 in the end."""
+    queue = new_queue(server)
+    started = time.monotonic()
+    empty = server.api("GET", f"/queue/{queue}/job", params={"wait": "0.3"})
+    assert_status(empty, 204)
+    assert time.monotonic() - started >= 0.3
+    taken: list[requests.Response] = []
+    waiting = threading.Thread(
+        target=lambda: taken.append(server.api("GET", f"/queue/{queue}/job?wait=20"))
+    )
+    waiting.start()
+    time.sleep(0.3)  # the input, not a synchronisation: the job comes after the worker asks
+    queued_at = time.monotonic()
+    job_id = post_job(server, queue, input={"n": 1})
+    waiting.join(20)
+    assert taken and taken[0].status_code == 200, taken
+    assert taken[0].json() == {"id": job_id, "input": {"n": 1}}
+    assert time.monotonic() - queued_at < SEEN_WITHIN
+    assert_error(server.api("GET", f"/queue/{queue}/job", params={"wait": "soon"}), 400)
+
+
 def test_running_jobs_time_out_past_their_timeout_or_heartbeat_timeout(server):
     name = new_queue(server, timeout="1s")
     by_timeout = post_job(server, name)

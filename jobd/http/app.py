@@ -138,7 +138,7 @@ def create_app(config: Config, service: JobService) -> Bottle:
     orchestrator_routes(app, config, service, slots)
     user_routes(app, config, service, slots)
     schedule_routes(app, config, service)
-    queue_routes(app, config, service)
+    queue_routes(app, config, service, slots)
     pull_routes(app, config, service, slots)
     status_routes(app, signin, skip=[auth])
     return app

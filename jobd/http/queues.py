@@ -11,8 +11,9 @@ from bottle import Bottle, HTTPResponse, request
 from jobd import __version__
 from jobd.config.options import Config
 from jobd.errors import BadRequest, TooLarge
-from jobd.http.jobd_api import query_value
+from jobd.http.jobd_api import parse_wait, query_value
 from jobd.http.responses import json_response, refuse_large_body
+from jobd.http.slots import WaitSlots
 from jobd.jobs import queues as q
 from jobd.jobs.service import JobService
 
@@ -21,7 +22,7 @@ MOST_JSON = 64 * 1024 * 1024
 _JSON = {"Content-Type": "application/json"}
 
 
-def queue_routes(app: Bottle, config: Config, service: JobService) -> None:
+def queue_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlots) -> None:
     limit = min(config.max_upload, MOST_JSON)
 
     def body() -> object:
@@ -57,7 +58,9 @@ def queue_routes(app: Bottle, config: Config, service: JobService) -> None:
 
     @app.get("/queue/<name>/job")
     def dequeue(name: str) -> HTTPResponse:
-        job = service.queues.dequeue(name)
+        wait = parse_wait(request.query)  # jobd's: wait for a job instead of polling
+        with slots.hold() as held:  # without a free slot, answer now rather than starve others
+            job = service.queues.dequeue(name, wait if held else 0.0)
         if job is None:
             request.environ["jobd.quiet"] = True  # a worker's poll, every second or so
             return HTTPResponse(b"", 204)

@@ -65,6 +65,7 @@ class PullRunner(Loop):
         disk: Disk,
         lifecycle: Lifecycle,
         note_due: Callable[[float], None],
+        queued: Callable[[], None],
         services: Services,
         limits: Limits,
     ) -> None:
@@ -74,6 +75,7 @@ class PullRunner(Loop):
         self._disk = disk
         self._lifecycle = lifecycle
         self._note_due = note_due  # the queue monitor's: a carrier's expiry
+        self._queued = queued  # wakes the workers' waiting dequeues
         self._services = services
         self._limits = limits
         self._lock = threading.Lock()
@@ -113,6 +115,7 @@ class PullRunner(Loop):
         offered = self._store.pulls.offer(job.id, self._carrier(job))
         if offered is not None:
             log.info("job %s: offered to workers (queue job %s)", job.id, offered.lease)
+            self._queued()
         return offered
 
     def _carrier(self, job: Job) -> QueueJob:
@@ -232,9 +235,10 @@ class PullRunner(Loop):
         self._end_carrier(lease, QueueStatus.FAILED)
 
     def hand_back(self, lease: int) -> Job:
-        """The worker stops (SIGTERM) before the run ends: the job goes back to the queue for
-        another worker, with this run not counted."""
-        self._running(lease)
+        """The worker stops (SIGTERM) before the run ends, or before it claimed the job: the job
+        goes back to the queue for another worker, with this run not counted."""
+        if self._leased(lease).status.terminal:
+            self._running(lease)  # says why not
         job = self._reoffer(lease, "its worker stopped and handed it back", count_run=False)
         if job is None:
             raise Conflict(f"queue job {lease} no longer carries a running job")
@@ -350,6 +354,7 @@ class PullRunner(Loop):
         again = self._store.pulls.reoffer(lease, self._carrier(job), message, count_run=count_run)
         if again is not None:
             log.info("job %s: QUEUED (%s; queue job %s)", job.id, message, again.lease)
+            self._queued()
         return again
 
     # -- helpers --------------------------------------------------------------------------------

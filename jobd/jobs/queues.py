@@ -5,8 +5,10 @@ them. Each step is a function of the stored job, applied by the store in one tra
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -72,6 +74,21 @@ class Queues:
         self._store = store
         self._note_due = note_due
         self._managed = managed
+        # a dequeue that waits is woken when a job is queued (and looks again each second,
+        # for retries the monitor queues)
+        self._arrived = threading.Condition()
+        self._stopping = False
+
+    def notify(self) -> None:
+        """A job was queued: dequeues that wait look again."""
+        with self._arrived:
+            self._arrived.notify_all()
+
+    def stop(self) -> None:
+        """Shutdown: dequeues that wait answer now."""
+        with self._arrived:
+            self._stopping = True
+            self._arrived.notify_all()
 
     def _unmanaged(self, name: str) -> None:
         if self._managed(name):
@@ -153,12 +170,21 @@ class Queues:
         new = self._store.add(job)
         if new is None:
             raise NotFound(f"there is no queue {name!r} (it was deleted)")
+        self.notify()
         return new
 
-    def dequeue(self, name: str) -> QueueJob | None:
+    def dequeue(self, name: str, wait: float = 0.0) -> QueueJob | None:
+        """The queue's next job, now running; with `wait`, waits up to that many seconds for
+        one to be queued (jobd's addition: a worker need not poll)."""
         self.settings(name)
-        now = time.time()
-        started = self._store.next_queued(queue_name(name), lambda job: _start(job, now))
+        deadline = time.monotonic() + wait
+        with self._arrived:
+            while True:
+                started = self._store.next_queued(name, functools.partial(_start, now=time.time()))
+                left = deadline - time.monotonic()
+                if started is not None or left <= 0 or self._stopping:
+                    break
+                self._arrived.wait(min(left, 1.0))
         if started is not None and started.due_at is not None:
             self._note_due(started.due_at)
         return started
@@ -196,6 +222,8 @@ class Queues:
             return move(job, status, now)
 
         self._change(ref, step)
+        if status is QueueStatus.QUEUED:
+            self.notify()
 
     def set_output(self, ref: str, body: object) -> None:
         output = json.dumps(body)

@@ -90,6 +90,7 @@ class JobService:
             self.disk,
             self.lifecycle,
             self.queue_monitor.note_due,
+            lambda: self.queues.notify(),
             config.services,
             limits,
         )
@@ -171,6 +172,7 @@ class JobService:
         follows answer now, so the server's threads are free to end."""
         self.local.stop_dispatch()
         self.lifecycle.stop()
+        self.queues.stop()
 
     def stop(self) -> str | None:
         """Stop dispatching and end running jobs; they stay RUNNING and run again on restart.

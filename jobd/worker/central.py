@@ -84,8 +84,9 @@ class Central:
             f" --service {service}:runner=pull",
         )
 
-    def dequeue(self, service: str) -> Pulled | None:
-        status, data = self._call("GET", f"/queue/{service}/job")
+    def dequeue(self, service: str, wait: float) -> Pulled | None:
+        """The next carrier, waiting up to `wait` seconds for one."""
+        status, data = self._call("GET", f"/queue/{service}/job?wait={wait:g}")
         if status == 204:
             return None
         body = json.loads(data)

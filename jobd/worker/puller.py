@@ -27,7 +27,10 @@ from jobd.worker.central import Central, Pulled, Refused, Stopped, heartbeat_eve
 
 log = logging.getLogger("jobd")
 
-#: An empty queue is asked again after this, doubling up to the last.
+#: A dequeue waits this long for a job (the central jobd holds it); a SIGTERM waits for it too.
+LONG_POLL = 5.0
+#: A dequeue the central jobd could not hold (its threads are busy) is tried again after
+#: this, doubling up to the last.
 POLL_FIRST, POLL_LAST = 0.05, 1.0
 
 
@@ -92,18 +95,24 @@ class Puller:
     def _work(self) -> None:
         poll = POLL_FIRST
         while not self._stopping.is_set():
+            asked = time.monotonic()
             try:
-                pulled = self._central.dequeue(self._config.service)
+                pulled = self._central.dequeue(self._config.service, LONG_POLL)
             except Stopped:
                 return
             except Refused as exc:
                 log.error("the central jobd refused a pull: %s (HTTP %s)", exc, exc.status)
                 pulled = None
             if pulled is None:
-                self._stopping.wait(poll)
-                poll = min(poll * 2, POLL_LAST)
+                if time.monotonic() - asked < LONG_POLL / 2:  # not held: do not spin
+                    self._stopping.wait(poll)
+                    poll = min(poll * 2, POLL_LAST)
                 continue
             poll = POLL_FIRST
+            if self._stopping.is_set():  # taken as the stop came: another worker runs it
+                with contextlib.suppress(Refused, Stopped):
+                    self._central.hand_back(pulled.lease)
+                return
             try:
                 self._take(pulled)
             except Stopped:
