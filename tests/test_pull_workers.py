@@ -202,13 +202,11 @@ def test_a_jobs_time_limit_holds_on_a_worker(jobd: DaemonFactory, shared: Path, 
 def test_a_run_sh_that_cannot_start_fails_as_it_would_here(jobd: DaemonFactory) -> None:
     daemon = central(jobd)
     worker(jobd, daemon)
-    job_id = pulled_job(daemon, "")  # replaced below: a #! line naming no interpreter
     resp = daemon.upload({"run.sh": b"#!/no/such/shell\necho hi\n"}, service="gpu")
     assert_status(resp, 201)
     done = daemon.wait_done(resp.json()["ID"])
     assert done["Status"] == "FAILED" and "/no/such/shell" in done["Message"], done
     assert done["ExitCode"] is None
-    assert daemon.wait_done(job_id)["Status"] == "SUCCESS"
 
 
 # -- lost, cancelled, restarted ----------------------------------------------------------------
@@ -397,3 +395,16 @@ def test_a_result_sent_to_a_full_disk_waits_for_room_and_lands(
     assert done["Status"] == "SUCCESS", done
     assert len(output_files(done)["big.bin"]) == 8_000_000
     assert "result sent" in pulling.log()
+
+
+@pytest.mark.source_only
+def test_a_result_larger_than_the_central_takes_ends_the_job_with_its_output(
+    jobd: DaemonFactory,
+) -> None:
+    daemon = central(jobd, "--max-upload", "1M")  # results: at most twice that
+    worker(jobd, daemon)
+    job_id = pulled_job(daemon, "head -c 3000000 /dev/urandom > big.bin; echo made it")
+    done = daemon.wait_done(job_id)
+    assert done["Status"] == "FAILED" and "too large" in done["Message"], done
+    files = output_files(done)
+    assert files["jobd.stdout"] == b"made it\n" and "big.bin" not in files

@@ -42,15 +42,15 @@ def pull_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlo
         number = pull_number(lease)
         refuse_large_body(most_result)
         given = {n: query_value(request.query, n) for n in ("code", "stop", "oom", "pgid")}
-        start_error = query_value(request.query, "start_error")  # kept as the job's Message
-        if start_error is not None:
-            start_error = start_error[:2000]
+        error = query_value(request.query, "error")  # kept as the job's Message
+        if error is not None:
+            error = error[:2000]
         code = _whole(given["code"], "code", -255, 255)
         if code is None:
             raise BadRequest("'code' is missing: run.sh's return code (negative: its signal)")
         end = Ending(code, _stop(given["stop"]), _whole(given["oom"], "oom", 1, 2**62))
         pgid = _whole(given["pgid"], "pgid", 1, 2**31)
-        job = service.pulls.receive(number, request.environ["wsgi.input"], end, pgid, start_error)
+        job = service.pulls.receive(number, request.environ["wsgi.input"], end, pgid, error)
         request.environ["jobd.job_id"] = job.id
         return json_response(job.wire())
 

@@ -166,11 +166,12 @@ class PullRunner(Loop):
         body: BinaryIO,
         end: Ending,
         pgid: int | None,
-        start_error: str | None = None,
+        error: str | None = None,
     ) -> Job:
         """The result zip of the run under `lease`, streamed to disk, unpacked into the job's
         folder, and the job ended (or its next attempt queued) as a local run would be; a
-        run.sh that could not be started (`start_error`) ends it FAILED, as here."""
+        run that could not be done (`error`: run.sh could not start, the input could not be
+        unpacked, the result is too large to send) ends it FAILED with why."""
         job = self._running(lease)
         with self._lock:
             if job.id in self._receiving:
@@ -203,8 +204,8 @@ class PullRunner(Loop):
                 shutil.rmtree(staging, ignore_errors=True)
             if pgid is not None:
                 self._lifecycle.record_process(job.id, pgid, None)
-            if start_error is not None:
-                self._lifecycle.finish(job.id, JobStatus.FAILED, start_error, expect=_RUNNING)
+            if error is not None:
+                self._lifecycle.finish(job.id, JobStatus.FAILED, error, expect=_RUNNING)
                 again = None
             else:
                 again = settle(self._lifecycle, job, end)

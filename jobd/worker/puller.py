@@ -13,6 +13,7 @@ import logging
 import shutil
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from jobd.formats.archive import Limits, extract, zip_directory
 from jobd.models import JobLimits
 from jobd.run import procs
 from jobd.run.executors.local import LocalExecutor, Run, StartError
+from jobd.run.executors.runsh import STDERR, STDOUT
 from jobd.store.layout import Layout
 from jobd.worker.central import Central, Pulled, Refused, Stopped, heartbeat_every
 
@@ -147,8 +149,7 @@ class Puller:
                 self._central.hand_back(pulled.lease)
                 log.info("job %s: handed back to the central jobd", job_id)
             elif query is not None:
-                zip_directory(workdir, jobdir / "result.zip")
-                self._central.send_result(pulled.lease, jobdir / "result.zip", query)
+                self._send(pulled.lease, workdir, jobdir / "result.zip", query)
                 log.info("job %s: result sent", job_id)
         except Refused as exc:  # the job was cancelled or given to another worker
             log.warning("job %s: the central jobd refused: %s", job_id, exc)
@@ -172,7 +173,7 @@ class Puller:
             extract(jobdir / "input.zip", workdir, self._limits)
         except JobdError as exc:  # e.g. over this worker's --max-unpacked: said, not retried
             workdir.mkdir(exist_ok=True)
-            return {"code": "0", "start_error": f"this worker cannot unpack the input: {exc}"}
+            return {"code": "0", "error": f"this worker cannot unpack the input: {exc}"}
         limits = spec.get("limits") or {}
         try:
             run = self._executor.start(
@@ -184,7 +185,7 @@ class Puller:
                 ),
             )
         except StartError as exc:
-            return {"code": "0", "start_error": str(exc)[:2000]}
+            return {"code": "0", "error": str(exc)[:2000]}
         with self._lock:
             active.run = run
             stopping = active.stop
@@ -202,6 +203,23 @@ class Puller:
         if run.out_of_memory and run.cell.limits.memory is not None:
             query["oom"] = str(run.cell.limits.memory)
         return query
+
+    def _send(self, lease: int, workdir: Path, zipped: Path, query: dict[str, str]) -> None:
+        """The job's folder, zipped; one larger than the central jobd takes (413) is sent
+        as its output alone, saying so, and the job ends FAILED."""
+        zip_directory(workdir, zipped)
+        try:
+            self._central.send_result(lease, zipped, query)
+            return
+        except Refused as exc:
+            if exc.status != 413:
+                raise
+            why = f"its result ({zipped.stat().st_size} bytes) is too large: {exc}"
+        with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as logs_only:
+            for name in (STDOUT, STDERR):
+                if (workdir / name).is_file():
+                    logs_only.write(workdir / name, name)
+        self._central.send_result(lease, zipped, {**query, "error": why[:2000]})
 
     def _beat(self, active: _Active) -> None:
         """Until the run's result is in: a refused beat ends the run."""
