@@ -303,8 +303,10 @@ def test_a_workers_sigterm_hands_its_job_back(jobd: DaemonFactory, shared: Path)
     job_id = pulled_job(daemon, body)
     wait_until(lambda: (shared / "ran").exists(), 20, "the first run")
     assert first.proc is not None
+    asked = time.monotonic()
     first.proc.send_signal(signal.SIGTERM)
     assert first.proc.wait(20) == 0, first.log()
+    assert time.monotonic() - asked < 4, "more than --kill-grace (1s) and a hand-back"
     assert "handed back" in first.log()
     handed = daemon.job(job_id)
     assert handed["Status"] == "QUEUED" and "handed it back" in handed["Message"], handed

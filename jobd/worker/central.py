@@ -7,10 +7,12 @@ own keep-alive connection, opened again after a failure."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import urllib.parse
@@ -65,6 +67,8 @@ class Central:
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._stopping = stopping
         self._local = threading.local()
+        self._waiting: set[http.client.HTTPConnection] = set()  # dequeues held by the central
+        self._waiting_lock = threading.Lock()
         self.retry_last = 5.0  # the longest gap; the worker sets it below its heartbeat
         #: once the worker stops, results and hand-backs are still tried until then
         self.finish_by: float | None = None
@@ -86,7 +90,7 @@ class Central:
 
     def dequeue(self, service: str, wait: float) -> Pulled | None:
         """The next carrier, waiting up to `wait` seconds for one."""
-        status, data = self._call("GET", f"/queue/{service}/job?wait={wait:g}")
+        status, data = self._call("GET", f"/queue/{service}/job?wait={wait:g}", held=True)
         if status == 204:
             return None
         body = json.loads(data)
@@ -137,14 +141,18 @@ class Central:
         essential: bool = False,
         upload: Path | None = None,
         sink: Callable[[http.client.HTTPResponse], None] | None = None,
+        held: bool = False,
     ) -> tuple[int, bytes]:
         """One call: its status and body (none if `sink` read it); Refused on a 4xx. Without
         an answer, tried again after a growing gap (with `retry`) until the worker stops, or,
-        if `essential`, until `finish_by` once it stops."""
+        if `essential`, until `finish_by` once it stops. A `held` call (the central waits
+        before it answers) is cut short by `interrupt`."""
         delay = RETRY_FIRST
         while True:
+            if held and self._stopping.is_set():
+                raise Stopped
             try:
-                status, data = self._once(method, path, upload, sink)
+                status, data = self._once(method, path, upload, sink, held)
                 _once.recovered("central", "the central jobd answers again")
                 return status, data
             except (OSError, http.client.HTTPException, Unanswered) as exc:
@@ -160,9 +168,13 @@ class Central:
         path: str,
         upload: Path | None,
         sink: Callable[[http.client.HTTPResponse], None] | None,
+        held: bool = False,
     ) -> tuple[int, bytes]:
         connection = self._connection()
         headers = dict(self._headers)
+        if held:
+            with self._waiting_lock:
+                self._waiting.add(connection)
         try:
             if upload is None:
                 connection.request(method, self._prefix + path, headers=headers)
@@ -180,11 +192,24 @@ class Central:
         except BaseException:
             self._drop()  # half a request or answer: this connection is done
             raise
+        finally:
+            if held:
+                with self._waiting_lock:
+                    self._waiting.discard(connection)
         if answer.status >= 500:
             raise Unanswered(f"HTTP {answer.status}: {_message(data)}")
         if answer.status >= 400:
             raise Refused(answer.status, _message(data))
         return answer.status, data
+
+    def interrupt(self) -> None:
+        """The worker stops: the dequeues the central jobd holds end now (a job it hands
+        out meanwhile goes to another worker once its heartbeat is missed)."""
+        with self._waiting_lock:
+            held = list(self._waiting)
+        for connection in held:
+            with contextlib.suppress(OSError, AttributeError):
+                connection.sock.shutdown(socket.SHUT_RDWR)
 
     def _connection(self) -> http.client.HTTPConnection:
         connection = getattr(self._local, "connection", None)

@@ -68,6 +68,7 @@ def _pull(config: WorkerConfig, layout: Layout, sandbox: Sandbox) -> int:
             log.info("stopping: no new jobs; running ones get --kill-grace to finish")
         central.finish_by = time.monotonic() + config.kill_grace + SEND_GRACE
         stopping.set()
+        central.interrupt()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
