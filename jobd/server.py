@@ -262,14 +262,7 @@ def serve(config: Config) -> int:
         return 1
     layout.claim()
     try:
-        sandbox = Sandbox(
-            config.isolation,
-            layout.root,
-            layout.scratch,
-            config.job_uids,
-            config.job_readable or (),
-            config.job_writable or (),
-        )
+        sandbox = Sandbox.for_data_dir(config, layout)
     except ConfigError as exc:
         log.error("%s", exc)
         store.close()
@@ -282,7 +275,7 @@ def serve(config: Config) -> int:
     service = JobService(config, store, layout, executor, slurm)
     try:
         service.prepare()
-        closed = layout.seal(traversable=sandbox.users is not None) if sandbox.mode != "off" else []
+        closed = sandbox.seal(layout)
     except DataDirUnusable as exc:
         log.error("%s", exc)
         sandbox.close()

@@ -40,20 +40,12 @@ def run_worker(config: WorkerConfig) -> int:
     procs.adopt_orphans()
     end_leftovers(layout)
     try:
-        sandbox = Sandbox(
-            config.isolation,
-            layout.root,
-            layout.scratch,
-            config.job_uids,
-            config.job_readable or (),
-            config.job_writable or (),
-        )
+        sandbox = Sandbox.for_data_dir(config, layout)
     except ConfigError as exc:
         log.error("%s", exc)
         return 1
     try:
-        if sandbox.mode != "off":
-            layout.seal(traversable=sandbox.users is not None)
+        sandbox.seal(layout)
         return _pull(config, layout, sandbox)
     finally:
         sandbox.close()

@@ -9,6 +9,7 @@ worker (the tree is ended and nothing is sent)."""
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import shutil
 import threading
@@ -36,14 +37,23 @@ LONG_POLL = 5.0
 POLL_FIRST, POLL_LAST = 0.05, 1.0
 
 
+class Cut(enum.Enum):
+    """Why a run on this worker is ended early; the first two are told to the central jobd
+    (`stop=`), the others send nothing."""
+
+    CANCEL = "cancel"
+    TIMEOUT = "timeout"
+    LOST = "lost"  # the run was given to another worker
+    HANDBACK = "handback"  # this worker stops
+
+
 @dataclass
 class _Active:
-    """A run on this worker, and why it is being ended early, if it is: cancel, timeout,
-    lost (another worker has it) or handback (this worker stops)."""
+    """A run on this worker, and why it is being ended early, if it is."""
 
     pulled: Pulled
     run: Run | None = None
-    stop: str | None = None
+    stop: Cut | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -87,7 +97,7 @@ class Puller:
         with self._lock:
             left = list(self._active.values())
             for active in left:
-                active.stop = active.stop or "handback"
+                active.stop = active.stop or Cut.HANDBACK
         self._executor.terminate(*(a.run for a in left if a.run is not None))
         for thread in self._threads:
             thread.join(timeout=30)
@@ -143,9 +153,9 @@ class Puller:
         try:
             log.info("job %s: RUNNING here (queue job %s)", job_id, pulled.lease)
             query = self._run(spec, jobdir, workdir, active)
-            if active.stop == "lost":
+            if active.stop is Cut.LOST:
                 log.warning("job %s: given to another worker; its run here was ended", job_id)
-            elif active.stop == "handback":
+            elif active.stop is Cut.HANDBACK:
                 self._central.hand_back(pulled.lease)
                 log.info("job %s: handed back to the central jobd", job_id)
             elif query is not None:
@@ -194,12 +204,12 @@ class Puller:
         timeout = spec.get("timeout")
         if not self._executor.wait(run, float(timeout) if timeout else None):
             with self._lock:
-                active.stop = active.stop or "timeout"
+                active.stop = active.stop or Cut.TIMEOUT
             self._executor.terminate(run)
         code = self._executor.reap(run)
         query = {"code": str(code), "pgid": str(run.pgid)}
-        if active.stop in ("cancel", "timeout"):
-            query["stop"] = active.stop
+        if active.stop in (Cut.CANCEL, Cut.TIMEOUT):
+            query["stop"] = active.stop.value
         if run.out_of_memory and run.cell.limits.memory is not None:
             query["oom"] = str(run.cell.limits.memory)
         return query
@@ -230,10 +240,10 @@ class Puller:
             except Exception as exc:  # unreachable for now: the next beat tries again
                 log.debug("queue job %s: heartbeat not sent: %s", lease, exc)
                 continue
-            if status == "running" or active.stop in ("cancel", "lost"):
+            if status == "running" or active.stop in (Cut.CANCEL, Cut.LOST):
                 continue
             with self._lock:
-                active.stop = "cancel" if status == "cancelled" else "lost"
+                active.stop = Cut.CANCEL if status == "cancelled" else Cut.LOST
                 run = active.run
             log.info("job %s: %s", active.pulled.job_id, f"its carrier is {status}; ending it")
             if run is not None:

@@ -23,12 +23,14 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from jobd.errors import ConfigError
 from jobd.models import NO_LIMITS, JobLimits
 from jobd.run.sandbox import landlock
 from jobd.run.sandbox.cgroups import Cgroups, CgroupsUnavailable, JobGroup
 from jobd.run.sandbox.users import JobUsers, why_not
+from jobd.store.layout import Layout
 
 log = logging.getLogger("jobd")
 
@@ -64,7 +66,40 @@ class Cell:
         self._close.clear()
 
 
+class IsolationSettings(Protocol):
+    """What `jobd serve` and `jobd worker` both set: --isolation, --job-uids, --job-readable,
+    --job-writable."""
+
+    @property
+    def isolation(self) -> str: ...
+    @property
+    def job_uids(self) -> tuple[int, int]: ...
+    @property
+    def job_readable(self) -> tuple[Path, ...] | None: ...
+    @property
+    def job_writable(self) -> tuple[Path, ...] | None: ...
+
+
 class Sandbox:
+    @classmethod
+    def for_data_dir(cls, settings: IsolationSettings, layout: Layout) -> Sandbox:
+        """The sandbox of a data dir's jobs; ConfigError if --isolation cannot hold."""
+        return cls(
+            settings.isolation,
+            layout.root,
+            layout.scratch,
+            settings.job_uids,
+            settings.job_readable or (),
+            settings.job_writable or (),
+        )
+
+    def seal(self, layout: Layout) -> list[Path]:
+        """Only jobd reads the data dir (unless isolation is off); the folders above it
+        that job users cannot pass, if any."""
+        if self.mode == "off":
+            return []
+        return layout.seal(traversable=self.users is not None)
+
     def __init__(
         self,
         mode: str,
