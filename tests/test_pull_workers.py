@@ -7,6 +7,7 @@ worker that cannot start (the frozen binary has `worker`); the rest run from the
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -410,3 +411,28 @@ def test_a_result_larger_than_the_central_takes_ends_the_job_with_its_output(
     assert done["Status"] == "FAILED" and "too large" in done["Message"], done
     files = output_files(done)
     assert files["jobd.stdout"] == b"made it\n" and "big.bin" not in files
+
+
+@pytest.mark.source_only
+def test_an_attacker_job_on_a_worker_gets_neither_its_token_nor_its_life(
+    jobd: DaemonFactory, shared: Path
+) -> None:
+    """run.sh is other people's code: on a worker it may not read the worker's environment
+    (the token) nor signal it, as on serve (each job a user of its own, as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("a user per job needs root; Landlock alone is tested with serve")
+    daemon = central(jobd)
+    pulling = worker(jobd, daemon)
+    assert pulling.proc is not None
+    body = (
+        f"cat /proc/{pulling.proc.pid}/environ > stolen.txt 2>&1;"
+        f" for pid in /proc/[0-9]*; do tr '\\0' '\\n' < $pid/environ 2>/dev/null; done"
+        f" | grep -a TOKEN >> stolen.txt; kill -9 {pulling.proc.pid} 2> kill.txt; echo tried"
+    )
+    done = daemon.wait_done(pulled_job(daemon, body))
+    files = output_files(done)
+    assert files["jobd.stdout"] == b"tried\n", done
+    assert TOKEN.encode() not in files["stolen.txt"], files["stolen.txt"]
+    assert files["kill.txt"], "the kill went through silently"
+    assert pulling.proc.poll() is None, "a job ended its worker"
+    assert daemon.wait_done(pulled_job(daemon, "echo still here"))["Status"] == "SUCCESS"
