@@ -193,6 +193,7 @@ class PullRunner(Loop):
                 except (BadRequest, TooLarge) as exc:  # sending it again would not help
                     self._refused(job, lease, exc)
                     raise
+                (staging / "work").mkdir(exist_ok=True)  # an empty zip makes no folder
                 job = self._running(lease)  # still this run's, now that the result is in
                 if self._cancelled(lease):
                     end = Ending(end.code, Stop.CANCEL, end.out_of_memory_at)

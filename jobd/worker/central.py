@@ -101,9 +101,12 @@ class Central:
 
     def fetch_input(self, lease: int, path: Path) -> None:
         def save(answer: http.client.HTTPResponse) -> None:
+            written, size = 0, int(answer.headers.get("Content-Length", "-1"))
             with open(path, "wb") as out:
                 while block := answer.read(CHUNK):
-                    out.write(block)
+                    written += out.write(block)
+            if written != size:  # the central jobd stopped halfway: fetched again
+                raise Unanswered(f"the input ended after {written} of {size} bytes")
 
         self._call("GET", f"/api/pull/{lease}/input", sink=save)
 
