@@ -13,16 +13,18 @@ import io
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -547,6 +549,67 @@ def server(tmp_path_factory: pytest.TempPathFactory, server_flags: tuple[str, ..
         factory.stop_all()
 
 
+# --------------------------------------------------------------------------- Slurm
+
+SLURM_CLUSTER = REPO_ROOT / "scripts" / "slurm-test-cluster.sh"
+#: The ID prefix of the job the session starts early (its Slurm name: jobd-<ID>).
+TIME_LIMIT_PREFIX = "timelimit-"
+
+
+@pytest.fixture(scope="session")
+def slurm_conf() -> Iterator[str]:
+    if os.environ.get("SLURM_CONF"):
+        yield os.environ["SLURM_CONF"]
+        return
+    # not under pytest's tmp dirs: munged needs every parent of its socket to be traversable
+    folder = Path(tempfile.mkdtemp(prefix="jobd-slurm-"))
+    folder.chmod(0o755)
+    up = subprocess.run([str(SLURM_CLUSTER), "up", str(folder)], capture_output=True, text=True)
+    if up.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"no Slurm cluster could be started here: {up.stderr.strip()[-500:]}")
+    try:
+        yield str(folder / "slurm.conf")
+    finally:
+        subprocess.run([str(SLURM_CLUSTER), "down", str(folder)], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def early_slurm_time_limit(tmp_path_factory: pytest.TempPathFactory, slurm_conf: str):
+    """A Slurm job that runs into its one-minute time limit (Slurm counts them in minutes, and
+    looks every 30 s), submitted through a daemon of its own as the session begins: the wait
+    overlaps the other tests instead of adding 60-90 s to the run."""
+    if os.environ.get("JOBD_EXE"):
+        pytest.skip("the source pass checks Slurm's time limit")
+    factory = DaemonFactory(tmp_path_factory.mktemp("early-slurm"))
+    try:
+        daemon = factory.start("--kill-grace", "1s", env={"SLURM_CONF": slurm_conf})
+        job_id = unique_id(TIME_LIMIT_PREFIX.rstrip("-"))
+        run_sh = script("#SBATCH --time=1\nsleep 600")
+        daemon.submit({"run.sh": run_sh}, job_id=job_id, slurml=True)
+        yield daemon, job_id
+    finally:
+        factory.stop_all()
+
+
+@pytest.fixture(scope="session")
+def early_starts(request: pytest.FixtureRequest, outside: Path) -> None:
+    """Fixtures named early_* that a collected test uses start with the first test (see
+    pytest_collection_modifyitems), so that a wait no one can hurry runs beside the other
+    tests. One that cannot start (no Slurm here) skips its own test when that asks for it."""
+    for name in _early(request.session.items):
+        with contextlib.suppress(pytest.skip.Exception):
+            request.getfixturevalue(name)
+
+
+def _early(items: list[pytest.Item]) -> list[str]:
+    used = {
+        n for item in items for n in getattr(item, "fixturenames", ()) if n.startswith("early_")
+    }
+    return sorted(used - {"early_starts"})
+
+
 @pytest.fixture
 def jobd(tmp_path: Path):
     """A factory for daemons with their own flags, data dirs, restarts or kill -9."""
@@ -630,8 +693,13 @@ def strays():
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Against the binary, skip what only checks jobd's own logic (the same code as the source
-    pass ran): the suite stays well under ten minutes with both passes."""
+    """The early_* fixtures start with the first test. Against the binary, skip what only
+    checks jobd's own logic (the same code as the source pass ran): the suite stays well
+    under ten minutes with both passes."""
+    if items and _early(items):
+        first = getattr(items[0], "fixturenames", None)
+        if first is not None:
+            first.insert(0, "early_starts")
     if not os.environ.get("JOBD_EXE"):
         return
     skip = pytest.mark.skip(
