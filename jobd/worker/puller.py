@@ -185,6 +185,10 @@ class Puller:
             workdir.mkdir(exist_ok=True)
             return {"code": "0", "error": f"this worker cannot unpack the input: {exc}"}
         limits = spec.get("limits") or {}
+        with self._lock:
+            if self._stopping.is_set():  # the stop came as it was being taken: not started
+                active.stop = Cut.HANDBACK
+                return None
         try:
             run = self._executor.start(
                 workdir,
