@@ -177,6 +177,7 @@ class PullRunner(Loop):
             if job.id in self._receiving:
                 raise Conflict(f"job {job.id!r}: its result is already arriving")
             self._receiving.add(job.id)
+        taken = False
         try:
             staging = self._layout.staging()
             try:
@@ -210,6 +211,7 @@ class PullRunner(Loop):
                 again = None
             else:
                 again = settle(self._lifecycle, job, end)
+            taken = True
         except OSError as exc:
             if is_full(exc):
                 raise self._disk.full() from None
@@ -217,7 +219,8 @@ class PullRunner(Loop):
         finally:
             with self._lock:
                 self._receiving.discard(job.id)
-            self._lost_if_over(lease)
+            if not taken:
+                self._lost_if_over(lease)
         ended = self._store.jobs.get(job.id) or job
         succeeded = ended.status is JobStatus.SUCCESS
         self._end_carrier(lease, QueueStatus.COMPLETED if succeeded else QueueStatus.FAILED)
@@ -415,8 +418,8 @@ def _copy(body: BinaryIO, path: Path) -> None:
             out.write(block)
 
 
-#: What the routes tell a worker that claimed a job: what it needs to run it.
 def run_spec(job: Job) -> dict[str, object]:
+    """What a worker that claimed the job needs to run it."""
     return {
         "job": job.id,
         "attempt": job.attempt,
