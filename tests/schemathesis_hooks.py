@@ -9,7 +9,8 @@ tests/test_limits_door.py holds it to); durations written as text must be within
 pattern can state (a timeout above 0 and at most a year; retry's max_interval no shorter
 than its initial_interval; a queue's durations in whole seconds, at most 100 years); a
 dequeue's `wait` short, in every case (on an empty queue it is waited out whole).
-Negative cases are left as generated: they must be refused whatever they hold.
+The status page's forms come from the daemon's own page (Origin) and, positive, carry its
+token. Negative cases are left as generated: they must be refused whatever they hold.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+import os
 import re
 import zipfile
 from typing import Any
@@ -178,11 +180,28 @@ def _short_wait(query: Any) -> Any:
     return {**query, "wait": SHORT_WAIT} if wait > SHORT_WAIT else query
 
 
+#: The status page's forms that act: taken only from the daemon's own page, with its token.
+PAGE_FORMS = ("POST /jobs/{id}/cancel", "POST /jobs/{id}/retry")
+
+
+def _page_form(case: Any) -> None:
+    """Every case comes from the daemon's own page (its Origin), as a browser's form would;
+    a positive one carries the token as the form's field (a negative one is refused anyway).
+    The fuzzer's bearer header does not reach these routes: a form has no header."""
+    case.headers = {**(case.headers or {}), "Origin": os.environ["FUZZ_ORIGIN"]}
+    token = os.environ.get("FUZZ_FORM_TOKEN")
+    positive = case.meta is not None and case.meta.generation.mode.is_positive
+    if token and positive and isinstance(case.body, dict):
+        case.body = {**case.body, "token": token}
+
+
 @schemathesis.hook
 def map_case(context: Any, case: Any) -> Any:
     operation = context.operation
     if operation is not None and operation.label == "GET /queue/{name}/job":
         case.query = _short_wait(case.query)  # negative cases too: they may hold a valid wait
+    if operation is not None and operation.label in PAGE_FORMS:
+        _page_form(case)
     if operation is None or case.meta is None or not case.meta.generation.mode.is_positive:
         return case
     if not isinstance(case.body, dict):

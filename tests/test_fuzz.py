@@ -23,8 +23,12 @@ HERE = Path(__file__).parent
 FLAGS = ("--callback-allow", "127.0.0.1", "--min-free", "0", "--workers", "2")
 
 
-def schemathesis(url: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
-    """schemathesis started against `url`, writing its report to `log`."""
+def schemathesis(
+    url: str, log: Path, *extra: str, token: str | None = None
+) -> subprocess.Popen[bytes]:
+    """schemathesis started against `url`, writing its report to `log`; the status page's
+    forms get this daemon's origin and `token` from the hooks (FUZZ_ORIGIN, FUZZ_FORM_TOKEN)."""
+    forms = {"FUZZ_ORIGIN": url, **({"FUZZ_FORM_TOKEN": token} if token else {})}
     command = shutil.which("schemathesis") or shutil.which("st")
     if command is None:
         pytest.fail("schemathesis is missing: pip install '.[test]'")
@@ -52,7 +56,7 @@ def schemathesis(url: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "SCHEMATHESIS_HOOKS": str(HERE / "schemathesis_hooks.py")},
+            env={**os.environ, "SCHEMATHESIS_HOOKS": str(HERE / "schemathesis_hooks.py"), **forms},
         )
 
 
@@ -64,7 +68,7 @@ def test_schemathesis_finds_no_failure(jobd, tmp_path):
         daemon = jobd.start(*FLAGS, *(("--token", token) if token else ()))
         extra = ("--header", f"Authorization: Bearer {token}") if token else ()
         log = tmp_path / f"schemathesis-{'token' if token else 'open'}.txt"
-        runs.append((daemon, log, schemathesis(daemon.url, log, *extra)))
+        runs.append((daemon, log, schemathesis(daemon.url, log, *extra, token=token)))
     try:
         codes = [process.wait(timeout=600) for _, _, process in runs]
     finally:

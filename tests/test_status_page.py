@@ -5,8 +5,10 @@ HTTP with requests, and in a real browser (Debian's chromium, driven by selenium
 
 from __future__ import annotations
 
+import html
 import io
 import os
+import re
 import shutil
 import zipfile
 from html.parser import HTMLParser
@@ -15,7 +17,16 @@ from urllib.parse import urljoin
 
 import pytest
 import requests
-from conftest import assert_error, assert_status, script, unique_id, wait_until
+from conftest import (
+    assert_error,
+    assert_status,
+    b64,
+    make_zip,
+    q,
+    script,
+    unique_id,
+    wait_until,
+)
 
 TOKEN = "status-page-token-3f9a"
 #: What Chromium sends when it navigates to a page.
@@ -30,7 +41,16 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 @pytest.fixture(scope="module")
 def server_flags() -> tuple[str, ...]:
-    return ("--token", TOKEN, "--workers", "3", "--kill-grace", "1s")
+    return (
+        "--token",
+        TOKEN,
+        "--workers",
+        "3",
+        "--kill-grace",
+        "1s",
+        "--service",
+        "gpu:runs_per_user=1,max_runs=2,timeout=1h,memory=512M",
+    )
 
 
 class Page(HTMLParser):
@@ -155,7 +175,7 @@ def test_an_open_daemon_shows_the_page_and_the_ping(jobd) -> None:
     )
     page = page_of(requests.get(daemon.url + "/", headers=HTML, timeout=10))
     assert "No jobs yet" in page.text and "jobd submit myjob/ --wait" in page.text
-    assert page.refresh is None and page.rows == {}
+    assert page.refresh == "20" and page.rows == {}, "idle: it still refreshes, slower"
     assert f"jobd {version_of(daemon)}" in page.text
     # nothing to sign in to: the form's POST goes back to the page, and sets no cookie
     posted = requests.post(daemon.url + "/", data={"token": "x"}, allow_redirects=False, timeout=10)
@@ -203,7 +223,7 @@ def test_the_page_lists_jobs_links_them_and_refreshes_while_one_runs(jobd, gates
     gate.open()
     daemon.wait_done(busy_id)
     page = page_of(daemon.api("GET", "/", headers=HTML))
-    assert page.refresh is None, "nothing runs: no reloading"
+    assert page.refresh == "20", "nothing runs: it refreshes more slowly, so new jobs appear"
     assert page.rows[busy_id]["Status"] == "SUCCESS"
     assert "result.zip" in page.links[busy_id]
 
@@ -212,7 +232,7 @@ def test_the_page_lists_jobs_links_them_and_refreshes_while_one_runs(jobd, gates
 def test_values_are_escaped_and_ids_quoted_in_links() -> None:
     """No job ID the API accepts holds markup (see JOB_ID_PATTERN), so a hostile job is made
     in memory and rendered: the source's page function, as the daemon calls it."""
-    from jobd.http.status_page import render
+    from jobd.http.page_jobs import render
     from jobd.models import Job, JobStatus
 
     hostile = "<script>alert('x')</script>&\"'"
@@ -230,12 +250,14 @@ def test_values_are_escaped_and_ids_quoted_in_links() -> None:
         Job("a b/c", JobStatus.FAILED, seq=8, message="<b>bold</b>", created_at=1.0),
     ]
     text = render(jobs, {"SUCCESS": 1, "FAILED": 1}, now=3.0)
+    assert "<script" not in text.lower(), "the page has no scripts at all"
     assert "<script>" not in text and "<b>bold" not in text
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&amp;&quot;&#x27;" in text
     page = Page(text)
     assert page.rows.keys() == {hostile, "a b/c"}
     assert "api/logs/%3Cscript%3Ealert%28%27x%27%29%3C%2Fscript%3E%26%22%27" in page.hrefs
     assert "api/logs/a%20b%2Fc?stream=stderr" in page.hrefs
+    assert "jobs/a%20b%2Fc" in page.hrefs, "each job links to its page"
 
 
 # --------------------------------------------------------------------------- the token
@@ -320,6 +342,301 @@ def test_a_restart_ends_the_sign_in(jobd) -> None:
     daemon.stop()
     daemon.start().wait_ready()
     assert_status(browser.get(daemon.url + "/", headers=HTML, timeout=10), 401)
+
+
+# --------------------------------------------------------------------------- a job's page
+
+
+def job_page(daemon, browser: requests.Session, ref: str) -> Page:
+    return page_of(browser.get(f"{daemon.url}/jobs/{ref}", timeout=10))
+
+
+def facts(page: Page) -> dict[str, str]:
+    """The job page's facts (its <dl>): name -> text."""
+    found = re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", page.text, re.S)
+    return {name: " ".join(html_text(value).split()) for name, value in found}
+
+
+def test_each_job_links_to_a_page_of_its_own_with_its_output(server, gates) -> None:
+    gate = gates()
+    busy_id, done_id = unique_id("busy"), unique_id("done")
+    run_sh = script(
+        f"echo 'first line out'\necho 'first line err' >&2\nmkdir sub\nprintf 12345 > sub/five"
+        f"\n{gate.shell}\necho 'last line out'\nexit 4"
+    )
+    secret = "value-that-must-never-show-9c1"
+    server.submit({"run.sh": run_sh}, job_id=busy_id, env={"API_KEY": secret, "MODE": secret})
+    server.submit({"run.sh": script("seq 1 5000")}, job_id=done_id)
+    wait_until(
+        lambda: server.api("GET", f"/api/logs/{busy_id}").text == "first line out\n",
+        20,
+        "the running job's first line",
+    )
+    browser = signed_in(server)
+    listed = page_of(browser.get(server.url + "/", headers=HTML, timeout=10))
+    assert listed.links[busy_id][busy_id] == f"jobs/{busy_id}", listed.links[busy_id]
+    number = listed.rows[busy_id]["Job"].split("#")[1].split()[0]
+
+    running = job_page(server, browser, busy_id)
+    assert running.refresh == "5", "it runs: the page refreshes every 5 s"
+    said = facts(running)
+    assert said["Status"].startswith("RUNNING") and said["Exit code"] == "—", said
+    assert said["Started"].endswith("ago)") and said["Finished"] == "—", said
+    assert said["Duration"].startswith("running for"), said
+    assert said["Env names"] == "API_KEY, MODE", said
+    assert said["Service"] == "default" and said["User"] == "—", said
+    assert secret not in running.text, "an env value is never shown"
+    assert "first line out" in running.text and "first line err" in running.text
+    assert re.search(r"<td class='mono'>sub/five</td><td class='code'[^>]*>5</td>", running.text)
+    assert "files so far" in running.text and "Cancel this job" in running.text
+    assert [i.get("type") for i in running.inputs] == ["password"], "the form asks for the token"
+    assert job_page(server, browser, number).text.count(busy_id) >= 2, "the IntID finds it too"
+
+    gate.open()
+    server.wait_done(busy_id)
+    server.wait_done(done_id)
+    ended = job_page(server, browser, busy_id)
+    said = facts(ended)
+    assert ended.refresh == "20", "finished: it still refreshes, slowly"
+    assert said["Status"].startswith("FAILED") and said["Exit code"] == "4", said
+    assert "exited with code 4" in said["Message"] and "last line out" in ended.text
+    assert "Cancel this job" not in ended.text and "files.zip" in ended.text
+    long = job_page(server, browser, done_id)
+    assert "the last 8 KB of 23,893 bytes" in long.text and "\n5000\n" in long.text
+    assert "\n1\n" not in long.text, "only the tail of a long log"
+    for unknown in ("no-such-job", "99999999", "x" * 300):
+        missing = browser.get(f"{server.url}/jobs/{unknown}", timeout=10)
+        assert_status(missing, 404)
+        assert missing.headers["Content-Type"].startswith("text/html")
+        assert "there is no job" in missing.text and "Back to the jobs" in missing.text
+
+
+@pytest.mark.source_only
+def test_a_link_out_of_the_job_folder_is_listed_not_followed(server, gates, shared) -> None:
+    (shared / "outside-secret.txt").write_text("outside")
+    job_id = unique_id("links")
+    run_sh = script(
+        f"ln -s {q(shared)} escape\nln -s /etc/passwd a-passwd\nmkdir -p deep/er"
+        "\nprintf ab > deep/er/x\nfor i in $(seq 1 300); do : > many-$i; done"
+    )
+    server.submit({"run.sh": run_sh}, job_id=job_id)
+    server.wait_done(job_id)
+    shown = job_page(server, signed_in(server), job_id)
+    cells = re.findall(
+        r"<tr><td class='mono'>(.*?)</td><td class='code'[^>]*>(.*?)</td>"
+        r"<td[^>]*>(.*?)</td></tr>",
+        shown.text,
+    )
+    kinds = {path: (size, kind) for path, size, kind in cells}
+    assert kinds["escape"] == ("—", "link") and kinds["a-passwd"] == ("—", "link"), kinds
+    assert kinds["deep/er/x"] == ("2", "file"), kinds
+    assert "outside-secret.txt" not in shown.text and "root:" not in shown.text
+    assert len(cells) == 200 and "Only the first 200 are listed" in shown.text
+
+
+def cancel_form(
+    daemon,
+    job_id: str,
+    *,
+    origin: str | None = "own",
+    referer: str | None = None,
+    token: str | None = TOKEN,
+    session: requests.Session | None = None,
+):
+    headers = {}
+    if origin is not None:
+        headers["Origin"] = daemon.url if origin == "own" else origin
+    if referer is not None:
+        headers["Referer"] = referer
+    data = {} if token is None else {"token": token}
+    sender = session or requests
+    return sender.post(
+        f"{daemon.url}/jobs/{job_id}/cancel",
+        data=data,
+        headers=headers,
+        allow_redirects=False,
+        timeout=30,
+    )
+
+
+def test_the_cancel_form_needs_the_token_and_this_jobd_s_own_page(server, gates) -> None:
+    gate = gates()
+    job_id = unique_id("cancelled")
+    server.submit({"run.sh": script(gate.shell)}, job_id=job_id)
+    server.wait_status(job_id, "RUNNING")
+    browser = signed_in(server)
+    refusals = [
+        (403, "came from", cancel_form(server, job_id, origin=None)),
+        (403, "came from", cancel_form(server, job_id, origin="http://evil.example")),
+        (403, "came from", cancel_form(server, job_id, origin="null")),
+        (
+            403,
+            "another site",
+            cancel_form(server, job_id, origin=None, referer="http://evil.example/jobs/x"),
+        ),
+        (401, "enter the token", cancel_form(server, job_id, token=None, session=browser)),
+        (401, "enter the token", cancel_form(server, job_id, token="", session=browser)),
+        (401, "token is wrong", cancel_form(server, job_id, token=TOKEN + "x")),
+        (
+            403,
+            "another site",
+            cancel_form(server, job_id, origin="http://127.0.0.1:1", session=browser),
+        ),
+    ]
+    for code, words, resp in refusals:
+        assert_status(resp, code)
+        assert resp.headers["Content-Type"].startswith("text/html")
+        assert "nothing was done" in resp.text, html_text(resp.text)[-300:]
+        assert words in html_text(resp.text), (words, html_text(resp.text)[-500:])
+    # a bearer header is not the form's token either: the form route skips it
+    bearer = cancel_form(server, job_id, token=None, session=None)
+    assert_status(bearer, 401)
+    assert server.job(job_id)["Status"] == "RUNNING", "no refused form cancelled it"
+
+    done = cancel_form(server, job_id, origin=None, referer=f"{server.url}/jobs/{job_id}")
+    assert_status(done, 303)
+    assert done.headers["Location"] == f"../{job_id}"
+    assert server.job(job_id)["Status"] == "CANCELLED"
+    again = cancel_form(server, job_id)
+    assert_status(again, 409)
+    assert "nothing left to cancel" in again.text
+    assert_status(cancel_form(server, "no-such-job"), 404)
+
+
+@pytest.mark.source_only
+def test_a_user_sees_and_cancels_only_their_own_jobs(jobd, gates, tmp_path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("21 alice-page-token\n22 bob-page-token\n")
+    daemon = jobd.start("--token", TOKEN, "--user-tokens", str(tokens), "--workers", "2")
+    gate = gates()
+    alices = daemon.api(
+        "POST",
+        "/upload",
+        token="alice-page-token",
+        files=[("file", ("run.sh", script(gate.shell)))],
+    )
+    assert_status(alices, 201)
+    number = alices.json()["id"]
+    bob = requests.Session()
+    assert_status(bob.post(daemon.url + "/", data={"token": "bob-page-token"}, timeout=10), 200)
+    assert_status(bob.get(f"{daemon.url}/jobs/{number}", timeout=10), 404)
+    listed = page_of(bob.get(f"{daemon.url}/jobs?user=21", timeout=10))
+    assert listed.rows == {} and "No job matches" in listed.text
+    refused = cancel_form(daemon, str(number), token="bob-page-token")
+    assert_status(refused, 404)
+    wait_until(lambda: daemon.api("GET", f"/api/get/{number}").json()["Status"] == "RUNNING", 20)
+    mine = cancel_form(daemon, str(number), token="alice-page-token")
+    assert_status(mine, 303)
+    assert daemon.api("GET", f"/api/get/{number}").json()["Status"] == "CANCELLED"
+
+
+# --------------------------------------------------------------------------- lists and sections
+
+
+@pytest.mark.source_only
+def test_filters_pages_and_bad_input(jobd) -> None:
+    daemon = jobd.start("--workers", "3", "--service", "batch:max_runs=2")
+    ids = []
+    for i in range(52):
+        service = {"service": "batch"} if i % 2 else {}
+        run_sh = script("exit 1" if i == 51 else "true")
+        ids.append(daemon.submit({"run.sh": run_sh}, job_id=f"page-{i:02d}", **service)["ID"])
+    for job_id in (ids[-1], ids[0]):
+        daemon.wait_done(job_id)
+
+    def listing(query: str = "") -> Page:
+        return page_of(requests.get(f"{daemon.url}/jobs{query}", timeout=10))
+
+    first = listing()
+    assert list(first.rows) == ids[:1:-1], "the newest 50, newest first"
+    older = [href for href in first.hrefs if "before=" in href]
+    assert older == [f"jobs?before={ids and first.rows[ids[2]]['Job'].split('#')[1].split()[0]}"]
+    second = listing(older[0].removeprefix("jobs"))
+    assert list(second.rows) == ["page-01", "page-00"]
+    assert "Newest jobs" in second.text and "Older jobs" not in second.text
+    assert "api/jobs?before" not in first.text, "paging stays on HTML pages"
+
+    batch = listing("?service=batch")
+    assert set(batch.rows) == {f"page-{i:02d}" for i in range(1, 52, 2)}
+    failed = listing("?status=failed&service=batch&user=")
+    wait_until(lambda: daemon.job("page-51")["Status"] == "FAILED", 20)
+    failed = listing("?status=FAILED&service=batch&user=")
+    assert list(failed.rows) == ["page-51"], failed.rows
+    assert "<option value='FAILED' selected>" in failed.text
+    assert listing("?service=nothing-here").rows == {}
+    assert listing("?user=5").rows == {}, "jobs sent without a user are no user's"
+
+    for query, words in (
+        ("?status=DONE", "'status' must be one of"),
+        ("?before=abc", "'before' must be a whole number"),
+        ("?user=-1", "'user' must be a whole number"),
+        ("?service=" + "s" * 65, "'service' must be a service's name"),
+        ("?service=a%20b", "'service' must be a service's name"),
+        ("?status=QUEUED&status=FAILED", "'status' is given 2 times"),
+        ("?before=" + "9" * 400, "'before' must be a whole number"),
+    ):
+        resp = requests.get(f"{daemon.url}/jobs{query}", timeout=10)
+        assert_status(resp, 400)
+        assert resp.headers["Content-Type"].startswith("text/html")
+        assert html_text(resp.text).count(words) == 1, (query, resp.text)
+
+
+def html_text(text: str) -> str:
+    """What a person reads: the text without its tags, entities decoded."""
+    return html.unescape(re.sub(r"<[^>]+>", "", text))
+
+
+def test_schedules_services_and_queues_have_pages_of_their_own(server, gates) -> None:
+    name = f"nightly-{unique_id('s')[2:]}"
+    made = server.api(
+        "POST",
+        "/api/schedules",
+        json={
+            "name": name,
+            "schedule": "@every 1h",
+            "input": b64(make_zip({"run.sh": script("true")})),
+        },
+    )
+    assert_status(made, 201)
+    assert_status(server.api("POST", f"/api/schedules/{name}/trigger"), 200)
+    queue = f"q{unique_id('')[1:]}"
+    assert_status(server.api("PUT", f"/queue/{queue}", json={"timeout": "5m"}), 201, 200)
+    gate = gates()
+    server.submit({"run.sh": script(gate.shell)}, service="gpu")
+    browser = signed_in(server)
+
+    schedules = page_of(browser.get(server.url + "/schedules", timeout=10))
+    row = re.search(rf"<tr><td class='mono'>{name}</td>(.*?)</tr>", schedules.text, re.S)
+    assert row, schedules.text[-3000:]
+    shown = html_text(row.group(1))
+    assert "@every 1h" in shown and "yes" in shown, shown
+    assert re.search(r"\d\d:\d\d:\d\d UTC \(in (59 min|1 h)", shown), shown
+    assert re.search(r"href='jobs/" + name, row.group(1)), "its last run links to its page"
+
+    services = html_text(page_of(browser.get(server.url + "/services", timeout=10)).text)
+    assert "gpu" in services and "2 at once, 1 per user" in services and "512 MiB" in services
+    assert "1 h 00 min" in services and "anonymous: 0 queued, 1 running" in services, services
+
+    queues = html_text(page_of(browser.get(server.url + "/queues", timeout=10)).text)
+    assert queue in queues and "5m" in queues, queues
+    gate.open()
+
+
+@pytest.mark.source_only
+def test_a_retry_waiting_out_its_backoff_says_when_in_words(server) -> None:
+    job_id = unique_id("flaky")
+    retry = {"max_attempts": 2, "initial_interval": "1h", "max_interval": "1h"}
+    server.submit({"run.sh": script("exit 7")}, job_id=job_id, retry=retry)
+    wait_until(lambda: server.job(job_id)["Attempt"] == 2, 20, "the retry to be queued")
+    browser = signed_in(server)
+    listed = page_of(browser.get(server.url + "/", headers=HTML, timeout=10))
+    row = listed.rows[job_id]
+    assert "attempt 2 of 2, starts in 59 min" in row["Status"], row
+    assert re.search(r"attempt 2 at \d\d:\d\d:\d\d UTC \(in 59 min \d\d s\)", row["Message"]), row
+    assert not re.search(r"\d{4}-\d\d-\d\dT", row["Message"]), "no raw timestamp"
+    said = facts(job_page(server, browser, job_id))
+    assert re.search(r"attempt 2 of 2; it starts in 59 min \d\d s \(\d{4}-", said["Attempts"])
+    assert_status(server.cancel(job_id), 200)
 
 
 # --------------------------------------------------------------------------- a real browser
@@ -409,7 +726,6 @@ def test_in_a_real_browser(jobd, gates) -> None:
         daemon.wait_done(busy_id)
         # the page reloads itself while the job ran: it now shows it finished, unprompted
         wait.until(lambda d: "SUCCESS" in d.find_element(By.ID, f"job-{busy_id}").text)
-        assert not driver.find_elements(By.CSS_SELECTOR, "meta[http-equiv='refresh']")
         print(f"screenshots: {ARTIFACTS}/status-page*.png")
     finally:
         driver.quit()

@@ -17,12 +17,15 @@ from jobd.http.auth import Credentials, operator_only, set_caller
 from jobd.http.jobd_api import jobd_routes
 from jobd.http.openapi import docs_page, spec
 from jobd.http.orchestrator import orchestrator_routes
+from jobd.http.page_job import job_routes
+from jobd.http.page_jobs import list_routes
+from jobd.http.page_sections import section_routes
+from jobd.http.page_signin import SignIn, signin_routes
 from jobd.http.pull import pull_routes
 from jobd.http.queues import queue_routes
 from jobd.http.responses import error_response, json_response
 from jobd.http.schedules import schedule_routes
 from jobd.http.slots import WaitSlots
-from jobd.http.status_page import SignIn, status_routes
 from jobd.http.user_api import user_routes
 from jobd.jobs.service import JobService
 from jobd.metrics import CONTENT_TYPE_LATEST
@@ -140,7 +143,10 @@ def create_app(config: Config, service: JobService) -> Bottle:
     schedule_routes(app, config, service)
     queue_routes(app, config, service, slots)
     pull_routes(app, config, service, slots)
-    status_routes(app, signin, skip=[auth])
+    signin_routes(app, signin, skip=[auth])
+    list_routes(app, service)
+    job_routes(app, service, signin, skip=[auth])
+    section_routes(app, service)
     return app
 
 

@@ -14,9 +14,10 @@ from jobd.errors import BadRequest, Conflict, Internal, JobdError, NotFound
 from jobd.formats.archive import path_problem
 from jobd.http.auth import owner
 from jobd.http.multipart import form_limits, form_retry, read_form
+from jobd.http.page_document import html_errors, wants_page
+from jobd.http.page_jobs import list_page
 from jobd.http.responses import json_response, refuse_large_body, zip_response
 from jobd.http.slots import WaitSlots
-from jobd.http.status_page import status_page, wants_page
 from jobd.jobs.service import JobService
 from jobd.models import Job, JobStatus, int_id
 
@@ -51,8 +52,8 @@ def load() -> float:
 def orchestrator_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlots) -> None:
     @app.get("/")
     def ping() -> HTTPResponse:
-        if wants_page():  # a browser: the status page (status_page.py)
-            return status_page(service)
+        if wants_page():  # a browser: the status page's list (page_jobs.py)
+            return html_errors(list_page)(service, request.query, "")
         return HTTPResponse(f"jobd {__version__}\n", 200, {"Content-Type": "text/plain"})
 
     @app.get("/load")

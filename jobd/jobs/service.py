@@ -299,9 +299,12 @@ class JobService:
         before: int | None = None,
         *,
         owner: int | None = None,
+        service: str | None = None,
+        after: int | None = None,
     ) -> list[Job]:
-        """Jobs newest first, from below the IntID `before`."""
-        return self.store.jobs.newest(status, limit, before, owner)
+        """Jobs newest first, from below the IntID `before` (or the `limit` just above
+        `after`); with `service`, that service's."""
+        return self.store.jobs.newest(status, limit, before, owner, service, after)
 
     def counts(self, *, owner: int | None = None) -> dict[str, int]:
         return self.store.jobs.counts(owner)

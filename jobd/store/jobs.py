@@ -115,22 +115,38 @@ class JobStore:
         return [(row[0], row[1], row[2], row[3]) for row in rows]
 
     def newest(
-        self, status: JobStatus | None, limit: int, before: int | None, owner: int | None = None
+        self,
+        status: JobStatus | None,
+        limit: int,
+        before: int | None,
+        owner: int | None = None,
+        service: str | None = None,
+        after: int | None = None,
     ) -> list[Job]:
-        """Jobs newest first, from below `before` (an IntID), with `owner` only that user's:
-        one index range, so the cost follows `limit`, not how many jobs are stored."""
+        """Jobs newest first, from below `before` (an IntID), with `owner` only that user's,
+        with `service` only that service's: one index range, so the cost follows `limit`,
+        not how many jobs are stored. With `after`, the `limit` oldest above that IntID
+        (the page before this one), still newest first."""
         where, params = ["expired = 0"], list[object]()
         if owner is not None:
             where.append("user_id = ?")
             params.append(owner)
+        if service is not None:
+            where.append("service = ?")
+            params.append(service)
         if status is not None:
             where.append("status = ?")
             params.append(status.value)
         if before is not None:
             where.append("seq < ?")
             params.append(before)
-        sql = f"WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
-        return self.query(sql, (*params, limit))
+        if after is not None:
+            where.append("seq > ?")
+            params.append(after)
+        order = "ASC" if after is not None else "DESC"
+        sql = f"WHERE {' AND '.join(where)} ORDER BY seq {order} LIMIT ?"
+        found = self.query(sql, (*params, limit))
+        return found[::-1] if after is not None else found
 
     def runs_of(self, name: str, limit: int, owner: int | None = None) -> list[Job]:
         """A schedule's runs, newest first (an index, not a scan); with `owner` only that
