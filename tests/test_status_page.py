@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import io
-import os
 import re
 import shutil
 import zipfile
@@ -653,17 +652,12 @@ def _chromium() -> tuple[str, str]:
     return found  # type: ignore[return-value]
 
 
-def test_in_a_real_browser(jobd, gates) -> None:
+@pytest.fixture(scope="module")
+def chrome():
+    """One headless Chromium for the module's browser tests (starting one costs a second)."""
     browser_path, driver_path = _chromium()
     from selenium import webdriver
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    daemon = jobd.start("--token", TOKEN, "--workers", "2")
-    gate = gates()
-    done_id, failed_id, busy_id = three_jobs(daemon, gate, ("analysis", "fit", "simulation"))
 
     options = webdriver.ChromeOptions()
     options.binary_location = browser_path
@@ -673,60 +667,221 @@ def test_in_a_real_browser(jobd, gates) -> None:
         "--disable-dev-shm-usage",
         "--window-size=1280,800",
         "--disable-gpu",
+        "--hide-scrollbars",
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
-    wait = WebDriverWait(driver, 20, ignored_exceptions=(StaleElementReferenceException,))
     ARTIFACTS.mkdir(exist_ok=True)
     try:
-        driver.get(daemon.url + "/")
-        field = wait.until(lambda d: d.find_element(By.NAME, "token"))
-        field.send_keys("not the token")
-        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        wait.until(lambda d: "token is wrong" in d.find_element(By.TAG_NAME, "main").text)
-        driver.save_screenshot(str(ARTIFACTS / "status-page-sign-in.png"))
-        field = driver.find_element(By.NAME, "token")
-        field.send_keys(TOKEN)
-        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-
-        def row_text(job_id: str) -> str:
-            return wait.until(lambda d: d.find_element(By.ID, f"job-{job_id}").text)
-
-        wait.until(lambda d: d.find_elements(By.ID, f"job-{busy_id}"))
-        assert TOKEN not in driver.current_url
-        done, failed, busy = row_text(done_id), row_text(failed_id), row_text(busy_id)
-        assert "FAILED" in failed and " 3 " in f" {failed} " and "files.zip" in failed, failed
-        assert done_id in done and "SUCCESS" in done and " 0 " in f" {done} ", done
-        assert busy_id in busy and "RUNNING" in busy and "running for" in busy, busy
-        assert "result.zip" in done and "stdout" in busy
-        hrefs = [a.get_attribute("href") or "" for a in driver.find_elements(By.TAG_NAME, "a")]
-        assert hrefs and all(TOKEN not in href for href in hrefs), hrefs
-        driver.save_screenshot(str(ARTIFACTS / "status-page.png"))
-        driver.execute_cdp_cmd(
-            "Emulation.setEmulatedMedia",
-            {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
-        )
-        driver.save_screenshot(str(ARTIFACTS / "status-page-dark.png"))
-        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
-
-        # what a person does next: open the finished job's output (in a new tab, so that
-        # the page goes on refreshing), read it, and come back
-        page_tab = driver.current_window_handle
-        driver.find_element(By.ID, f"job-{done_id}").find_element(By.LINK_TEXT, "stdout").click()
-        wait.until(lambda d: len(d.window_handles) == 2)
-        driver.switch_to.window(next(h for h in driver.window_handles if h != page_tab))
-        wait.until(
-            lambda d: "hello from the finished job" in d.find_element(By.TAG_NAME, "body").text
-        )
-        assert driver.current_url == f"{daemon.url}/api/logs/{done_id}"
-        driver.close()
-        driver.switch_to.window(page_tab)
-
-        gate.open()
-        daemon.wait_done(busy_id)
-        # the page reloads itself while the job ran: it now shows it finished, unprompted
-        wait.until(lambda d: "SUCCESS" in d.find_element(By.ID, f"job-{busy_id}").text)
-        print(f"screenshots: {ARTIFACTS}/status-page*.png")
+        yield driver
     finally:
         driver.quit()
-    assert all((ARTIFACTS / name).stat().st_size > 0 for name in os.listdir(ARTIFACTS))
+
+
+def _wait(driver, seconds: float = 20):
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, seconds, ignored_exceptions=(StaleElementReferenceException,))
+
+
+#: What lies past the viewport's right (or left) edge: each visible element's box, and the
+#: document's own scroll width. Run by WebDriver (not by the page, which allows no script).
+OVERFLOW = """
+const width = document.documentElement.clientWidth, out = [];
+for (const el of document.querySelectorAll('body *')) {
+  const box = el.getBoundingClientRect(), style = getComputedStyle(el);
+  if (!box.width || !box.height || style.visibility === 'hidden') continue;
+  if (box.right > width + 0.5 || box.left < -0.5)
+    out.push(`${el.tagName.toLowerCase()}.${el.className} [${Math.round(box.left)},`
+      + `${Math.round(box.right)}] ${(el.textContent || '').trim().slice(0, 40)}`);
+}
+return [width, document.scrollingElement.scrollWidth, out];
+"""
+
+
+def _show(driver, width: int, dark: bool) -> None:
+    """The viewport as a phone (390 px, touch) or a desktop (1280 px) shows it, light or dark."""
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {
+            "width": width,
+            "height": 844 if width < 500 else 800,
+            "deviceScaleFactor": 1,
+            "mobile": width < 500,
+        },
+    )
+    scheme = [{"name": "prefers-color-scheme", "value": "dark" if dark else "light"}]
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": scheme})
+
+
+def _screenshot(driver, name: str) -> None:
+    """The whole page, not only the viewport, as a PNG in tests/artifacts/."""
+    import base64
+
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}
+    )
+    (ARTIFACTS / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))
+
+
+def _check_fits(driver, where: str) -> None:
+    width, scroll_width, past = driver.execute_script(OVERFLOW)
+    assert scroll_width <= width, (
+        f"{where}: the document scrolls sideways ({scroll_width} > {width})"
+    )
+    assert not past, f"{where}: past the viewport's edge ({width} px): {past[:8]}"
+
+
+@pytest.mark.source_only
+def test_every_page_fits_1280_and_390_px_light_and_dark(jobd, gates, chrome) -> None:
+    """Every page, at a desktop's and a phone's width (Chromium's device-metrics emulation),
+    light and dark: what a person needs is there and nothing lies past the right edge."""
+    from selenium.webdriver.common.by import By
+
+    daemon = jobd.start(
+        "--token", TOKEN, "--workers", "2", "--service", "gpu:runs_per_user=1,max_runs=2"
+    )
+    gate = gates()
+    done_id, failed_id, busy_id = three_jobs(
+        daemon, gate, ("analysis-of-a-long-named-dataset-2026-12-06-0001", "fit", "simulation")
+    )
+    name = "nightly-report"
+    made = daemon.api(
+        "POST",
+        "/api/schedules",
+        json={
+            "name": name,
+            "schedule": "0 2 * * *",
+            "timezone": "Europe/Amsterdam",
+            "input": b64(make_zip({"run.sh": script("true")})),
+        },
+    )
+    assert_status(made, 201)
+    assert_status(daemon.api("PUT", "/queue/renders", json={"timeout": "5m"}), 201, 200)
+    driver, wait = chrome, _wait(chrome)
+
+    for width in (1280, 390):
+        _show(driver, width, dark=False)
+        driver.delete_all_cookies()
+        driver.get(daemon.url + "/")
+        wait.until(lambda d: d.find_elements(By.NAME, "token"))
+        _check_fits(driver, f"sign-in at {width}")
+        _screenshot(driver, f"page-sign-in-{width}")
+    driver.find_element(By.NAME, "token").send_keys(TOKEN)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda d: d.find_elements(By.ID, f"job-{busy_id}"))
+
+    pages = {
+        "list": (
+            "/",
+            [
+                done_id,
+                failed_id,
+                busy_id,
+                "RUNNING",
+                "FAILED",
+                "SUCCESS",
+                "stdout",
+                "result.zip",
+                "running for",
+                "renders",
+            ],
+        ),
+        "list-filtered": ("/jobs?status=FAILED", [failed_id, "FAILED", "files.zip", "Clear"]),
+        "job-running": (
+            f"/jobs/{busy_id}",
+            [busy_id, "RUNNING", "still at it", "Cancel this job", "files so far", "Started"],
+        ),
+        "job-finished": (
+            f"/jobs/{done_id}",
+            [
+                done_id,
+                "SUCCESS",
+                "hello from the finished job",
+                "result.zip",
+                "Exit code",
+                "jobd.stdout",
+            ],
+        ),
+        "schedules": ("/schedules", [name, "0 2 * * *", "Europe/Amsterdam", "UTC (in "]),
+        "services": ("/services", ["gpu", "2 at once, 1 per user", "default"]),
+        "queues": ("/queues", ["renders", "queued", "5m"]),
+    }
+    for label, (path, needed) in pages.items():
+        for width in (1280, 390):
+            for dark in (False, True):
+                _show(driver, width, dark)
+                driver.get(daemon.url + path)
+                text = wait.until(lambda d: d.find_element(By.TAG_NAME, "main").text)
+                missing = [words for words in needed if words not in text]
+                assert not missing, f"{label} at {width}: {missing} not shown in\n{text}"
+                _check_fits(driver, f"{label} at {width}{' dark' if dark else ''}")
+                _screenshot(driver, f"page-{label}-{width}{'-dark' if dark else ''}")
+        if label == "list":  # a card at a phone's width: its status and links are in view
+            card = driver.find_element(By.ID, f"job-{failed_id}")
+            assert "FAILED" in card.text and "files.zip" in card.text, card.text
+    background = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(13, 17, 23)", f"dark mode is not dark: {background}"
+    gate.open()
+    daemon.wait_done(busy_id)
+
+
+def test_in_a_real_browser(jobd, gates, chrome) -> None:
+    from selenium.webdriver.common.by import By
+
+    daemon = jobd.start("--token", TOKEN, "--workers", "2")
+    gate = gates()
+    done_id, failed_id, busy_id = three_jobs(daemon, gate, ("analysis", "fit", "simulation"))
+    driver, wait = chrome, _wait(chrome)
+    _show(driver, 390, dark=False)
+    driver.get(daemon.url + "/")
+    field = wait.until(lambda d: d.find_element(By.NAME, "token"))
+    field.send_keys("not the token")
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda d: "token is wrong" in d.find_element(By.TAG_NAME, "main").text)
+    field = driver.find_element(By.NAME, "token")
+    field.send_keys(TOKEN)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+    def row_text(job_id: str) -> str:
+        return wait.until(lambda d: d.find_element(By.ID, f"job-{job_id}").text)
+
+    wait.until(lambda d: d.find_elements(By.ID, f"job-{busy_id}"))
+    assert TOKEN not in driver.current_url
+    done, failed, busy = row_text(done_id), row_text(failed_id), row_text(busy_id)
+    assert "FAILED" in failed and "3" in failed.split() and "files.zip" in failed, failed
+    assert done_id in done and "SUCCESS" in done and "0" in done.split(), done
+    assert busy_id in busy and "RUNNING" in busy and "running for" in busy, busy
+    assert "result.zip" in done and "stdout" in busy
+    hrefs = [a.get_attribute("href") or "" for a in driver.find_elements(By.TAG_NAME, "a")]
+    assert hrefs and all(TOKEN not in href for href in hrefs), hrefs
+
+    # The page refreshes itself (a job runs: every 5 s), and keeps the reader's place: a
+    # marker the refresh wipes out tells that it happened.
+    driver.execute_script("window.scrollTo(0, 300); window.beforeRefresh = true;")
+    assert driver.execute_script("return window.scrollY") == 300
+    _wait(driver, 15).until(lambda d: d.execute_script("return !window.beforeRefresh"))
+    wait.until(lambda d: d.find_elements(By.ID, f"job-{busy_id}"))
+    assert driver.execute_script("return window.scrollY") == 300, "the refresh kept the place"
+
+    # what a person does next: open the finished job's output (in a new tab, so that
+    # the page goes on refreshing), read it, and come back
+    page_tab = driver.current_window_handle
+    driver.find_element(By.ID, f"job-{done_id}").find_element(By.LINK_TEXT, "stdout").click()
+    wait.until(lambda d: len(d.window_handles) == 2)
+    driver.switch_to.window(next(h for h in driver.window_handles if h != page_tab))
+    wait.until(lambda d: "hello from the finished job" in d.find_element(By.TAG_NAME, "body").text)
+    assert driver.current_url == f"{daemon.url}/api/logs/{done_id}"
+    driver.close()
+    driver.switch_to.window(page_tab)
+
+    # the running job's page, and its cancel form with the token: back to its page, cancelled
+    driver.find_element(By.ID, f"job-{busy_id}").find_element(By.LINK_TEXT, busy_id).click()
+    wait.until(lambda d: "Cancel this job" in d.find_element(By.TAG_NAME, "main").text)
+    driver.find_element(By.NAME, "token").send_keys(TOKEN)
+    driver.find_element(By.CSS_SELECTOR, "form.act button").click()
+    wait.until(lambda d: "CANCELLED" in d.find_element(By.TAG_NAME, "main").text)
+    assert driver.current_url == f"{daemon.url}/jobs/{busy_id}"
+    assert daemon.job(busy_id)["Status"] == "CANCELLED"
+    print(f"screenshots: {ARTIFACTS}/page-*.png")

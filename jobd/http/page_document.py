@@ -61,6 +61,7 @@ font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans",Arial,sans-
 main{max-width:84rem;margin:0 auto;padding:1rem 1.25rem 3rem}
 main.narrow{max-width:30rem;padding-top:4rem}
 h1{font-size:1.5rem;margin:.4rem 0 .2rem;overflow-wrap:anywhere}
+h1.mono{font-size:1.3rem}
 h2{font-size:1.15rem;margin:2rem 0 .4rem}
 p{margin:.4rem 0}
 a{color:var(--link)}
@@ -114,6 +115,7 @@ button.danger{background:#cf222e}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.35rem 1.25rem;margin:1rem 0}
 dl.facts dt{color:var(--muted)}
 dl.facts dd{margin:0;overflow-wrap:anywhere;min-width:0}
+table.files td{padding:.3rem .5rem}
 pre{background:var(--box);border:1px solid var(--line);border-radius:6px;padding:.75rem;
 margin:.4rem 0 1rem;white-space:pre-wrap;overflow-wrap:anywhere;max-height:28rem;
 overflow-y:auto}
@@ -127,9 +129,9 @@ padding:.4rem .75rem}
 table.cards td{border:0;padding:.2rem 0;min-width:0;max-width:none;text-align:left;
 white-space:normal}
 table.cards td[data-label]::before{content:attr(data-label) ": ";color:var(--muted);
-font-size:.8rem}
-dl.facts{grid-template-columns:1fr;gap:.1rem}
-dl.facts dd{margin-bottom:.4rem}
+font-size:.85rem}
+table.cards td.blank{display:none}
+dl.facts{grid-template-columns:minmax(5.5rem,max-content) minmax(0,1fr);gap:.3rem .75rem}
 }
 """
 
@@ -190,11 +192,11 @@ def page(
     """A section's page: the navigation, its content and a footer that says how it refreshes.
     It always refreshes (new jobs appear), faster while something is queued or running."""
     seconds = BUSY_REFRESH if busy else IDLE_REFRESH
-    why = "while a job is queued or running" if busy else "while nothing is queued or running"
     body = (
         f"<main>{nav(current, base)}{content}<footer class='muted small'>"
-        f"<p>This page refreshes every {seconds} s {why} (every {BUSY_REFRESH} s while"
-        f" one is); your place on it is kept. Times are UTC.</p>"
+        f"<p>This page refreshes itself every {seconds} s (every {BUSY_REFRESH} s while a job"
+        f" is queued or running, else every {IDLE_REFRESH} s) and keeps your place on it."
+        " Times are UTC.</p>"
         f"<p>jobd {html.escape(__version__)} · the API: <a href='{base}docs'>docs</a>,"
         f" <a href='{base}openapi.json'>openapi.json</a>,"
         f" <a href='{base}health'>health</a>.</p></footer></main>"

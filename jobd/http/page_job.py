@@ -44,10 +44,7 @@ def job_page(service: JobService, ref: str, has_token: bool) -> HTTPResponse:
     elif job.status is not JobStatus.SKIPPED:
         sections += [_logs(service, job), _files(listing(service.layout.work_dir(job.id)))]
     title = f"jobd: {job.id} {job.status.value}"
-    content = (
-        f"<h1 class='mono'>{html.escape(job.id)}</h1><p>{badge(job.status)}"
-        f" <span class='muted'>#{job.seq}</span></p>{''.join(sections)}"
-    )
+    content = f"<h1 class='mono'>{html.escape(job.id)}</h1>{''.join(sections)}"
     return answer(page(title, "", content, base=BASE, busy=not job.status.terminal))
 
 
@@ -55,6 +52,7 @@ def _facts(job: Job, now: float) -> str:
     e = html.escape
     facts: list[tuple[str, str]] = [
         ("Status", f"{badge(job.status)}{attempt_note(job, now)}"),
+        ("IntID", f"#{job.seq}"),
         ("Message", e(humane(job.message, now)) or "<span class='muted'>—</span>"),
         ("Exit code", "—" if job.exit_code is None else str(job.exit_code)),
         ("Created", _moment(job.created_at, now)),
@@ -137,10 +135,11 @@ def _logs(service: JobService, job: Job) -> str:
             )
         name = html.escape(quote(job.id, safe=""))
         extra = "" if stream == "stdout" else "?stream=stderr"
+        shown = f"<pre>{html.escape(text)}</pre>" if text else ""
         found.append(
             f"<h2>{stream}</h2><p class='muted small'>{said} ·"
             f" <a href='{BASE}api/logs/{name}{extra}' target='_blank' rel='noopener'>all of"
-            f" it</a></p><pre>{html.escape(text)}</pre>"
+            f" it</a></p>{shown}"
         )
     return "".join(found)
 
@@ -149,9 +148,8 @@ def _files(found: Listing) -> str:
     if not found.entries:
         return "<h2>Files</h2><p class='muted'>The job's folder is empty.</p>"
     rows = "".join(
-        f"<tr><td class='mono'>{html.escape(entry.path)}</td><td class='code' data-label='Size'>"
-        f"{'—' if entry.size is None else f'{entry.size:,}'}</td>"
-        f"<td data-label='Kind'>{entry.kind}</td></tr>"
+        f"<tr><td class='mono'>{html.escape(entry.path)}</td><td class='code'>"
+        f"{'—' if entry.size is None else f'{entry.size:,}'}</td><td>{entry.kind}</td></tr>"
         for entry in found.entries
     )
     more = (
@@ -161,7 +159,7 @@ def _files(found: Listing) -> str:
         else ""
     )
     return (
-        "<h2>Files</h2><div class='scroll'><table class='cards'><thead><tr><th>Path</th>"
+        "<h2>Files</h2><div class='scroll'><table class='files'><thead><tr><th>Path</th>"
         f"<th class='code'>Size (bytes)</th><th>Kind</th></tr></thead><tbody>{rows}</tbody>"
         f"</table></div>{more}<p class='muted small'>Links are listed, never followed.</p>"
     )

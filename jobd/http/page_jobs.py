@@ -261,7 +261,8 @@ def _row(job: Job, now: float, base: str) -> str:
         f"<td class='when' data-label='Created'>{e(clock(job.created_at))}</td>"
         f"<td class='took' data-label='Duration'>{e(duration(job, now))}</td>"
         f"<td class='{code_class}' data-label='Exit code'>{e(code)}</td>"
-        f"<td class='msg' data-label='Message'>{e(humane(job.message, now))}</td>"
+        f"<td class='msg{'' if job.message else ' blank'}' data-label='Message'>"
+        f"{e(humane(job.message, now))}</td>"
         f"<td class='files' data-label='Output'>{links(job, base)}</td></tr>"
     )
 

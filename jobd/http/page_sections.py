@@ -88,7 +88,7 @@ def services_page(service: JobService) -> HTTPResponse:
         )
         rows.append(
             f"<tr><td class='mono'>{html.escape(found['name'])}"
-            f"{'' if found['declared'] else ' <span class=muted>(not declared)</span>'}</td>"
+            f"{'' if found['declared'] else ' <span class=muted>(built in)</span>'}</td>"
             f"<td data-label='Runner'>{html.escape(found['runner'])}</td>"
             f"<td data-label='Runs'>{found['max_runs']} at once, {found['runs_per_user']} per"
             " user</td>"
