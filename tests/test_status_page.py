@@ -272,6 +272,17 @@ def test_without_a_credential_a_browser_gets_the_sign_in_form(server) -> None:
         assert [f.get("method") for f in form.forms] == ["post"]
         assert [(i.get("name"), i.get("type")) for i in form.inputs] == [("token", "password")]
         assert form.rows == {}, "no job is shown before signing in"
+    # every page asks for it, its form posting to the root (from /jobs/x: ../)
+    for path, action in (
+        ("/jobs", "./"),
+        ("/jobs/any", "../"),
+        ("/schedules", "./"),
+        ("/services", "./"),
+        ("/queues", "./"),
+    ):
+        resp = server.api("GET", path, token=None, headers=HTML)
+        assert_status(resp, 401)
+        assert [f.get("action") for f in Page(resp.text).forms] == [action], path
 
 
 @pytest.mark.parametrize("given", ["wrong", TOKEN + "x", TOKEN[:-1], ""])
@@ -549,7 +560,8 @@ def test_filters_pages_and_bad_input(jobd) -> None:
     first = listing()
     assert list(first.rows) == ids[:1:-1], "the newest 50, newest first"
     older = [href for href in first.hrefs if "before=" in href]
-    assert older == [f"jobs?before={ids and first.rows[ids[2]]['Job'].split('#')[1].split()[0]}"]
+    oldest_shown = first.rows[ids[2]]["Job"].split("#")[1].split()[0]  # its IntID
+    assert older == [f"jobs?before={oldest_shown}"], older
     second = listing(older[0].removeprefix("jobs"))
     assert list(second.rows) == ["page-01", "page-00"]
     assert "Newest jobs" in second.text and "Older jobs" not in second.text
@@ -619,6 +631,20 @@ def test_schedules_services_and_queues_have_pages_of_their_own(server, gates) ->
     queues = html_text(page_of(browser.get(server.url + "/queues", timeout=10)).text)
     assert queue in queues and "5m" in queues, queues
     gate.open()
+
+    # every link and form is relative (a proxy may add a path prefix), and HEAD answers
+    for path in (
+        "/",
+        "/jobs?status=RUNNING",
+        f"/jobs/{name}-x",
+        "/schedules",
+        "/services",
+        "/queues",
+    ):
+        shown = Page(browser.get(server.url + path, headers=HTML, timeout=10).text)
+        targets = shown.hrefs + [form.get("action") or "" for form in shown.forms]
+        assert not [t for t in targets if t.startswith(("/", "http"))], (path, targets)
+        assert_status(browser.head(server.url + path, headers=HTML, timeout=10), 200, 404)
 
 
 @pytest.mark.source_only
