@@ -194,8 +194,8 @@ def page(
     seconds = BUSY_REFRESH if busy else IDLE_REFRESH
     body = (
         f"<main>{nav(current, base)}{content}<footer class='muted small'>"
-        f"<p>This page refreshes itself every {seconds} s (every {BUSY_REFRESH} s while a job"
-        f" is queued or running, else every {IDLE_REFRESH} s) and keeps your place on it."
+        f"<p>This page refreshes itself every {seconds} s now ({BUSY_REFRESH} s while a job"
+        f" is queued or running, {IDLE_REFRESH} s otherwise) and keeps your place on it."
         " Times are UTC.</p>"
         f"<p>jobd {html.escape(__version__)} · the API: <a href='{base}docs'>docs</a>,"
         f" <a href='{base}openapi.json'>openapi.json</a>,"

@@ -215,7 +215,7 @@ def _pager(
     return f"<nav class='pager' aria-label='pages'>{''.join(links)}</nav>" if links else ""
 
 
-def queue_table(queues: dict[str, dict[str, int]]) -> str:
+def queue_table(queues: dict[str, dict[str, int]], heading: str = "Queues") -> str:
     """Ocypod's queues, if any: a row each, its jobs by status."""
     if not queues:
         return ""
@@ -230,7 +230,7 @@ def queue_table(queues: dict[str, dict[str, int]]) -> str:
         for name, counts in queues.items()
     )
     return (
-        "<h2>Queues</h2><p class='muted small'>Ocypod's queue API: <code>/queue</code>,"
+        f"<h2>{heading}</h2><p class='muted small'>Ocypod's queue API: <code>/queue</code>,"
         " <code>/job</code>, <code>/info</code>.</p><div class='scroll'><table class='cards'>"
         f"<thead><tr><th>Queue</th>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
     )

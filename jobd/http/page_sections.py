@@ -128,7 +128,7 @@ def queues_page(service: JobService) -> HTTPResponse:
             f"<td data-label='Retry delays'>{html.escape(delays)}</td></tr>"
         )
     content = "<h1>Queues</h1>" + (
-        queue_table(counts)
+        queue_table(counts, "Jobs by status")
         + "<h2>Settings</h2><div class='scroll'><table class='cards'><thead><tr>"
         "<th>Queue</th><th>Timeout</th><th>Heartbeat</th><th>Expires after</th>"
         f"<th>Retries</th><th>Retry delays</th></tr></thead><tbody>{''.join(rows)}"
