@@ -150,7 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _completion(parser, args.shell)
     logs.configure()
     frozen.claim_unpack_dirs()
-    frozen.remove_dead_unpack_dirs()
+    if args.command in ("serve", "worker"):
+        # Only a daemon tidies up after killed runs: clients started side by side by a
+        # script would take a neighbour's folder, freed as it exits normally but not yet
+        # removed by its own loader, for a dead one's, and both would say so on stderr.
+        frozen.remove_dead_unpack_dirs()
     if args.command == "worker":
         return _run_worker(parser, args)
     if args.command != "serve":
