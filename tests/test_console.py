@@ -268,9 +268,6 @@ def test_a_terminal_draws_the_wait_line(server, tmp_path: Path, gates) -> None:
 
 @pytest.mark.source_only
 def test_retry_makes_a_new_job_from_the_same_input(server, tmp_path: Path, gates) -> None:
-    probe = server.api("POST", "/api/retry/no-such-job")
-    if probe.status_code == 404 and "route" in probe.text:
-        pytest.skip("this daemon has no /api/retry route yet")
     first = submitted(
         server, tmp_path, 'echo "$GREETING" > out.txt; exit 4', "--env", "GREETING=hi"
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,8 +28,7 @@ COLUMNS = (
     "DURATION",
     "EXIT",
 )
-#: A queued retry's Message ends `attempt N at <RFC 3339 time>` (jobd's run/lifecycle.py).
-_RETRY_DUE = re.compile(r"attempt \d+ at (\S+)$")
+
 _COLOURS = {
     "SUCCESS": "green",
     "FAILED": "red",
@@ -170,8 +168,7 @@ def _attempt(job: Job, now: datetime) -> str:
     if not isinstance(most, int) or most <= 1:
         return "-"
     shown = f"{attempt}/{most}"
-    due = _RETRY_DUE.search(str(job.get("Message") or ""))
-    when = _when(due.group(1)) if due and job.get("Status") == "QUEUED" else None
+    when = _when(job.get("NextAttemptAt")) if job.get("Status") == "QUEUED" else None
     if when is not None:
         shown += f" in {span(max(0.0, (when - now).total_seconds()))}"
     return shown
