@@ -59,6 +59,33 @@ def start(server, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
     )
 
 
+def run_all(
+    server, *commands: tuple[str, ...], env: dict[str, str] | None = None
+) -> list[subprocess.CompletedProcess[str]]:
+    """Commands side by side (the binary takes most of a second to start), as `run` would."""
+    started = [
+        subprocess.Popen(
+            jobd_command(*args),
+            env=env or _env(server),
+            text=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for args in commands
+    ]
+    done = []
+    for proc, args in zip(started, commands, strict=True):
+        out, err = proc.communicate(timeout=60)
+        done.append(subprocess.CompletedProcess(list(args), proc.returncode, out, err))
+    return done
+
+
+def api_job(server, body: str) -> str:
+    """A job submitted through the API (quicker than the command where that is not the point)."""
+    return str(server.submit({"run.sh": (f"#!/bin/sh\n{body}\n", 0o755)})["ID"])
+
+
 def one_line(done: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
     """The command exited `code` and said why in one line holding `words`, no traceback."""
     assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
@@ -148,49 +175,59 @@ def test_every_exit_code_of_the_table_through_pipes(server, tmp_path: Path, gate
     crlf = folder(tmp_path, "echo never", newline="\r\n")
     waits.append((start(server, "submit", str(crlf), "--wait", cwd=tmp_path), 126, "CRLF"))
     gate = gates()
-    held = submitted(server, tmp_path, gate.shell)
+    held = api_job(server, gate.shell)
     waits.append((start(server, "wait", held), 130, f"{held} CANCELLED, exit code 130"))
     server.wait_status(held, "RUNNING")
-    assert run(server, "cancel", held).returncode == 0
+    assert server.cancel(held).status_code == 200
+    failed = api_job(server, "exit 3")
     for proc, code, said in waits:
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == code, (code, out, err)
         assert said in out and err == "", (out, err)
 
-    failed = submitted(server, tmp_path, "exit 3")
     server.wait_done(failed)
-    as_cli = run(server, "wait", failed, "--exit-code-from", "cli")
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    as_cli, as_zip, as_env, down, usage = run_all(
+        server,
+        ("wait", failed, "--exit-code-from", "cli"),
+        ("result", failed, "-o", str(tmp_path / "r.zip")),
+        ("get", failed, "--exit-code-from", "cli"),
+        ("wait", failed, "--url", unreachable),
+        ("wait", failed, "--timeuot", "1s"),
+    )
     assert as_cli.returncode == 0 and "exit code 3" in as_cli.stdout, as_cli
-    as_env = run(server, "result", failed, "-o", str(tmp_path / "r.zip"))
-    assert as_env.returncode == 3, as_env.stderr
+    assert as_zip.returncode == 3, as_zip.stderr
+    assert as_env.returncode == 0, as_env.stderr
+    one_line(down, 1, "cannot reach jobd", unreachable)
+    one_line(usage, 2, "did you mean --timeout?")
     cli_env = _env(server, {"JOBD_EXIT_CODE_FROM": "cli"})
-    assert run(server, "get", failed, env=cli_env).returncode == 0
-    unreachable = _env(server, {"JOBD_URL": f"http://127.0.0.1:{free_port()}"})
-    one_line(run(server, "wait", failed, env=unreachable), 1, "cannot reach jobd")
-    one_line(run(server, "wait", failed, "--timeuot", "1s"), 2, "--timeout")
+    assert run(server, "result", failed, "-o", str(tmp_path / "r2"), env=cli_env).returncode == 0
 
 
 def test_wait_result_and_get_agree_and_o_zip_is_a_zip(server, tmp_path: Path) -> None:
     """Several IDs: the first in the order given that did not succeed decides; `result` and
     `get` of a FAILED job exit with its code; `-o x.zip` is the zip itself, a folder else."""
-    ok = submitted(server, tmp_path, "echo fine > out.txt")
-    three = submitted(server, tmp_path, "echo partial > out.txt; exit 3")
-    five = submitted(server, tmp_path, "exit 5")
-    waited = run(server, "wait", ok, three, five)
+    ok = api_job(server, "echo fine > out.txt")
+    three = api_job(server, "echo partial > out.txt; exit 3")
+    five = api_job(server, "exit 5")
+    zipped, unpacked = tmp_path / "x.zip", tmp_path / "x"
+    waited, other_order, alone, got, into_folder, as_get = run_all(
+        server,
+        ("wait", ok, three, five),
+        ("wait", ok, five, three),
+        ("wait", ok),
+        ("result", three, "--wait", "-o", str(zipped)),
+        ("result", three, "--wait", "-o", str(unpacked)),
+        ("get", three, "--wait", "30"),
+    )
     assert waited.returncode == 3, waited
     assert [line.split()[0] for line in waited.stdout.splitlines()] == [ok, three, five]
-    assert run(server, "wait", ok, five, three).returncode == 5
-    assert run(server, "wait", ok).returncode == 0
-
-    zipped = tmp_path / "x.zip"
-    got = run(server, "result", three, "-o", str(zipped))
+    assert other_order.returncode == 5 and alone.returncode == 0, (other_order, alone)
     assert got.returncode == 3, got.stderr
     assert zipfile.ZipFile(zipped).read("out.txt") == b"partial\n"
     assert f"zip in {zipped}" in got.stdout
-    unpacked = tmp_path / "x"
-    assert run(server, "result", three, "-o", str(unpacked)).returncode == 3
+    assert into_folder.returncode == 3, into_folder.stderr
     assert (unpacked / "out.txt").read_text() == "partial\n"
-    as_get = run(server, "get", three)
     assert as_get.returncode == 3 and json.loads(as_get.stdout)["ExitCode"] == 3
     one_line(run(server, "result", three, "-o", str(zipped)), 1, "already exists")
 
