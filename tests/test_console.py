@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import base_env, free_port, jobd_command, unique_id, wait_until
+from conftest import JOB_PYTHON, base_env, free_port, jobd_command, unique_id, wait_until
 
 TOKEN = "console-token"
 
@@ -399,6 +399,30 @@ def test_the_zip_step_names_what_it_leaves_out(server, tmp_path: Path) -> None:
     refused = run(server, "submit", str(job))
     one_line(refused, 1, "secret", "/etc/hostname", "outside the folder")
     assert len(server.api("GET", "/api/jobs").json()) == before  # nothing sent
+
+
+@pytest.mark.source_only
+def test_unreadable_files_are_named_and_left_out(server, shared: Path) -> None:
+    """As a user who cannot read some of the folder (root reads everything)."""
+    if os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists():
+        pytest.skip("running the client as another user needs root and setpriv")
+    job = folder(shared, "ls > listing.txt", "job")
+    (job / "secret").write_text("x")
+    (job / "closed").mkdir()
+    for path in (job / "secret", job / "closed"):
+        path.chmod(0)
+    user = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]
+    done = subprocess.run(
+        [*user, JOB_PYTHON, "-m", "jobd", "submit", str(job), "--wait", "-o", "out"],
+        env=_env(server, {"HOME": str(shared)}),
+        cwd=shared,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    one_line(done, 0, "secret (a file that cannot be read)", "closed/ (a folder that cannot be")
+    listed = (shared / "out" / "listing.txt").read_text().split()
+    assert "secret" not in listed and "closed" not in listed and "run.sh" in listed, listed
 
 
 # ---------------------------------------------------------------------- where the daemon is

@@ -41,6 +41,10 @@ def read_profile(path: Path) -> tuple[dict[str, str], str | None]:
             mode = os.fstat(file.fileno()).st_mode
     except FileNotFoundError:
         return {}, None
+    except PermissionError:
+        if not _visible(path):  # a home that is not ours to enter (sudo, setpriv): no profile
+            return {}, None
+        raise ConfigError(f"cannot read the profile {path}: permission denied") from None
     except OSError as exc:
         raise ConfigError(f"cannot read the profile {path}: {exc.strerror}") from None
     try:
@@ -62,6 +66,14 @@ def read_profile(path: Path) -> tuple[dict[str, str], str | None]:
     if "token" in values and mode & (stat.S_IRWXG | stat.S_IRWXO):
         warning = f"{path} holds a token and others can read it; run: chmod 600 {path}"
     return values, warning
+
+
+def _visible(path: Path) -> bool:
+    try:
+        path.stat()
+    except OSError:
+        return False
+    return True
 
 
 def _where(message: str) -> str:
