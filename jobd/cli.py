@@ -179,8 +179,11 @@ def _run_worker(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
 
 
 def _completion(parser: argparse.ArgumentParser, shell: str) -> int:
-    import shtab  # only here: no other command needs it
-
+    try:
+        import shtab  # only here: no other command needs it
+    except ImportError:
+        print("jobd: error: jobd completion needs shtab: pip install shtab", file=sys.stderr)
+        return EXIT_ERROR
     print(shtab.complete(parser, shell=shell, root_prefix="jobd"))
     return 0
 

@@ -202,9 +202,12 @@ def _add_exit_from(parser: argparse.ArgumentParser) -> None:
 
 
 def _count(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
     if value < 0:
-        raise ValueError(text)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (0 or more)")
     return value
 
 
@@ -311,6 +314,8 @@ def _fetch(
 
 def _result(args: argparse.Namespace, client: JobdClient) -> int:
     out = args.out or Path(f"{args.id}-results")
+    if args.timeout is not None and not args.wait:
+        raise UsageError("--timeout is how long --wait waits: give --wait too")
     limit = _duration(args.timeout, "--timeout") if args.wait else 0.0
     _refuse_taken(out)
     with status_line() if args.wait else contextlib.nullcontext() as show:
