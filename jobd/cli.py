@@ -146,10 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extras = parser.parse_known_args(args_list)
     if extras:
         _command_parser(parser, args).unrecognized(extras)
-    if args.command == "completion":
-        return _completion(parser, args.shell)
     logs.configure()
     frozen.claim_unpack_dirs()
+    if args.command == "completion":
+        return _completion(parser, args.shell)
     if args.command in ("serve", "worker"):
         # Only a daemon tidies up after killed runs: clients started side by side by a
         # script would take a neighbour's folder, freed as it exits normally but not yet
