@@ -216,6 +216,7 @@ class Job:
             "Attempt": self.attempt,
             "MaxAttempts": self.max_attempts,
             "Schedule": self.schedule,
+            "NextAttemptAt": rfc3339(self.due_at) if self.status is JobStatus.QUEUED else None,
             "Limits": {"Memory": self.memory_limit, "Processes": self.process_limit},
         }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import os
 import resource
@@ -236,6 +237,18 @@ _LISTEN_FIXES = {
 }
 
 
+def _open_to_anyone(config: Config) -> bool:
+    """No token, and an address other hosts may reach (a name counts as one, bar localhost)."""
+    if config.token is not None or config.user_tokens is not None:
+        return False
+    if config.host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(config.host.strip("[]")).is_loopback
+    except ValueError:
+        return True
+
+
 def _warn_sealed(closed: list[Path]) -> None:
     if closed:
         log.warning(
@@ -330,6 +343,13 @@ def serve(config: Config) -> int:
         config.data_dir.resolve(),
         config.workers,
     )
+    if _open_to_anyone(config):
+        log.warning(
+            "jobd has no token and listens on %s, so anyone who can reach port %s can run"
+            " code here: set one with --token TOKEN or JOBD_TOKEN (or serve on --host 127.0.0.1)",
+            config.host,
+            server.effective_port,
+        )
     try:
         server.run()
     finally:

@@ -136,6 +136,23 @@ def test_no_arguments_serves(jobd, tmp_path):
     assert len(daemon.job_dirs()) == 1
 
 
+@pytest.mark.parametrize(
+    ("host", "token", "warned"),
+    [("0.0.0.0", None, True), ("0.0.0.0", "t0ken", False), ("127.0.0.1", None, False)],
+)
+def test_the_start_up_line_warns_when_anyone_can_run_code(jobd, tmp_path, host, token, warned):
+    """Every request here goes to 127.0.0.1, whatever address jobd listens on."""
+    port = free_port()
+    argv = ["serve", "--host", host, "--port", str(port), "--data-dir", str(tmp_path / host)]
+    daemon = jobd.start(argv=argv, env={"JOBD_TOKEN": token or ""}, port=port)
+    lines = [line for line in daemon.log().splitlines() if "anyone who can reach" in line]
+    if not warned:
+        assert lines == [], lines
+        return
+    assert len(lines) == 1, daemon.log()
+    assert f"port {port}" in lines[0] and "--token" in lines[0] and "JOBD_TOKEN" in lines[0]
+
+
 def test_jobd_variables_beat_go_variables(jobd, tmp_path):
     port, go_port = free_port(), free_port()
     data_dir, go_data = tmp_path / "jobd-data", tmp_path / "go-data"

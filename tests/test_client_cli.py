@@ -268,9 +268,14 @@ def test_list_is_a_table_newest_first_and_pages(server, tmp_path: Path) -> None:
     assert [job["ID"] for job in older] == [ids[1]]
 
     table = run(server, "list", "--limit", "3").stdout.splitlines()
-    assert table[0].split() == ["ID", "STATUS", "AGE", "DURATION", "EXIT"]
-    assert [row.split()[0] for row in table[1:]] == ids[::-1]
-    assert all(row.split()[1] == "SUCCESS" and row.split()[-1] == "0" for row in table[1:])
+    assert table[0].split() == [
+        "ID", "INTID", "STATUS", "ATTEMPT", "USER", "SERVICE", "AGE", "DURATION", "EXIT"
+    ]  # fmt: skip
+    assert [row.split()[:2] for row in table[1:]] == [
+        [job["ID"], str(job["IntID"])] for job in jobs
+    ]
+    assert all(row.split()[2:6] == ["SUCCESS", "-", "-", "default"] for row in table[1:])
+    assert all(row.split()[-1] == "0" for row in table[1:])
     assert "\x1b" not in "".join(table)  # no colour codes through a pipe
     assert run(server, "list", "--status", "FAILED", "--limit", "1000", "--json").returncode == 0
 
@@ -449,19 +454,25 @@ def test_schedule_commands_from_a_json_file(server, tmp_path: Path) -> None:
     spec = tmp_path / "nightly.json"
     spec.write_text(json.dumps({"name": name, "schedule": "0 3 * * *", "folder": "job"}))
 
-    made = run(server, "schedule", "create", "-f", str(spec))
+    made = run(server, "schedule", "create", "-f", str(spec), "--json")
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["schedule"] == "0 3 * * *"
-    listed = run(server, "schedule", "list")
+    listed = run(server, "schedule", "list", "--json")
     assert name in {s["name"] for s in json.loads(listed.stdout)}
-    triggered = run(server, "schedule", "trigger", name)
+    triggered = run(server, "schedule", "trigger", name, "--json")
     run_id = json.loads(triggered.stdout)["run"]["ID"]
     waited = run(server, "get", run_id, "--wait", "30")
     assert json.loads(waited.stdout)["Status"] == "SUCCESS", waited.stdout
-    history = json.loads(run(server, "schedule", "runs", name).stdout)
+    history = json.loads(run(server, "schedule", "runs", name, "--json").stdout)
     assert [job["ID"] for job in history] == [run_id]
-    assert run(server, "schedule", "disable", name).returncode == 0
-    assert run(server, "schedule", "delete", name).returncode == 0
+    table = run(server, "schedule", "runs", name).stdout.splitlines()
+    assert table[0].split()[:3] == ["ID", "INTID", "STATUS"] and run_id in table[1], table
+    (row,) = [line for line in run(server, "schedule", "list").stdout.splitlines() if name in line]
+    assert "0 3 * * *" in row and " yes " in row, row
+    disabled = run(server, "schedule", "disable", name)
+    assert disabled.stdout.splitlines() == [f"schedule {name} disabled; next fire -"]
+    deleted = run(server, "schedule", "delete", name)
+    assert deleted.stdout.splitlines() == [f"schedule {name} deleted (its runs stay)"]
     gone = run(server, "schedule", "get", name)
     assert gone.returncode == 1 and "404" in gone.stderr and "Traceback" not in gone.stderr
 
@@ -484,7 +495,7 @@ def test_a_yaml_schedule_file_like_chronos(server, tmp_path: Path) -> None:
         "env:\n  DATASET: latest\n"
         "folder: job\n"
     )
-    made = run(server, "schedule", "create", "-f", str(spec))
+    made = run(server, "schedule", "create", "-f", str(spec), "--json")
     assert made.returncode == 0, made.stderr
     created = json.loads(made.stdout)
     assert (created["timezone"], created["timeout"], created["env"]) == (

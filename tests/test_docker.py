@@ -20,6 +20,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -188,15 +189,54 @@ def test_a_job_round_trip_in_a_research_image(images, containers, tmp_path, base
     (folder / "run.sh").chmod(0o755)
     result = tmp_path / "result.zip"
     assert EXE
-    done = subprocess.run(
+    code, said = run_to_files(
         [EXE, "submit", str(folder), "--wait", "--out", str(result)],
-        env=base_env({"JOBD_URL": box.url}),
-        capture_output=True,
-        text=True,
-        timeout=120,
+        base_env({"JOBD_URL": box.url}),
+        tmp_path,
     )
-    assert done.returncode == 0, done.stderr
+    assert code == 0, said
     assert zipfile.ZipFile(result).read("out.txt") == b"from-the-host\n"
+
+
+def run_to_files(argv: list[str], env: dict[str, str], folder: Path) -> tuple[int, str]:
+    """Run a command with its output in files, not pipes (a pipe a stray descendant holds
+    would keep a reader waiting after the command itself ended); a command that does not end
+    in time fails with what each of its processes is waiting in, to tell where it hangs."""
+    out_path = folder / "command.out"
+    with open(out_path, "wb") as out:
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        code = process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        tree = process_tree(process.pid)
+        process.kill()
+        process.wait()
+        raise AssertionError(
+            f"{argv} did not end in 120 s; output: {out_path.read_text()!r}\n{tree}"
+        ) from None
+    return code, out_path.read_text()
+
+
+def process_tree(root: int) -> str:
+    """Each process under `root`: its state, what it waits in, its kernel stack."""
+    lines, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        proc = Path(f"/proc/{pid}")
+        found = {}
+        for name in ("cmdline", "wchan", "stack", "status"):
+            try:
+                found[name] = (proc / name).read_bytes().decode(errors="replace")
+            except OSError as exc:
+                found[name] = f"({exc.strerror})"
+        state = [ln for ln in found["status"].splitlines() if ln.startswith("State:")]
+        lines.append(
+            f"pid {pid} {found['cmdline'].replace(chr(0), ' ')} {state} wchan={found['wchan']}"
+            f"\n{found['stack']}"
+        )
+        for task in proc.glob("task/*/children"):
+            todo += [int(child) for child in task.read_text().split()]
+    return "\n".join(lines)
 
 
 def test_docker_stop_ends_jobs_at_once_and_start_runs_them_again(images, containers, tmp_path):

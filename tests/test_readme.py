@@ -21,7 +21,8 @@ from conftest import REPO_ROOT, base_env
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 #: Blocks not run here, by how they begin (in any file).
 NOT_RUN = {
-    "pip install . && jobd": "installs jobd and serves on 8080: the test starts its own daemon",
+    "python3 -m venv .venv": "installs jobd and serves on 8080: the test starts its own daemon",
+    "export JOBD_TOKEN=$(python3": "serves on 8080 with a token: tests/test_auth_env.py does",
     "scripts/test.sh": "the test suite itself",
     "scripts/build-binary.sh": "builds the binary and the images: tests/test_docker.py does",
     "SERVICE_EXAMPLE_UPLOAD_URL": "job-orchestrator's settings, not commands",

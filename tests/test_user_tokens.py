@@ -143,6 +143,10 @@ def test_another_user_cannot_end_a_job_and_its_owner_can(server, alices):
     for method, template in CHANGES:
         same_as_unknown(server, method, template, job)
     assert server.job(job["ID"])["Status"] == "RUNNING"
+    same_as_unknown(server, "POST", "/api/retry/{id}", alices["done"])
+    again = as_user(server, ALICE, "POST", f"/api/retry/{alices['done']['ID']}")
+    assert_status(again, 201)
+    assert again.json()["UserID"] == alices["done"]["UserID"]
     cancelled = as_user(server, ALICE, "POST", f"/api/cancel/{job['ID']}")
     assert_status(cancelled, 200)
     assert cancelled.json()["Status"] == "CANCELLED"

@@ -16,13 +16,15 @@ import http.client
 import itertools
 import json
 import os
+import socket
+import ssl
 import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from jobd.errors import JobdError, is_full
 from jobd.formats.archive import (
@@ -45,6 +47,11 @@ _POLL = 60.0
 _LONGEST_LINE = 1 << 20
 #: `_request`'s timeout when none is given: the client's own.
 _DEFAULT_TIMEOUT = -1.0
+#: An https:// URL whose TLS handshake takes longer is taken for a plain-HTTP daemon (which
+#: waits for a request's end that a ClientHello never brings) rather than waited on for 90 s.
+_HANDSHAKE = 5.0
+#: What an upload's zip left out, each (its name in the zip, why).
+LeftOutList = list[tuple[str, str]]
 #: A result is unpacked with the daemon's path rules but without its size limits.
 _RESULT_LIMITS = Limits(max_unpacked=2**62, max_files=10**7)
 
@@ -95,10 +102,13 @@ class JobdClient:
         callback_url: str | None = None,
         retry: int | None = None,
         progress: Progress | None = None,
+        left_out: Callable[[LeftOutList], None] | None = None,
     ) -> Job:
         """Upload a job folder (zipped on the way, to a temporary file: empty folders and
         modes kept) or a zip. `timeout` is seconds or a duration such as "30m"; `retry` the
-        attempts in all; `progress(sent, total)` is called as the body goes out."""
+        attempts in all; `progress(sent, total)` is called as the body goes out; `left_out`
+        is told what the zip leaves out (links to folders, unreadable files), before the
+        upload. A link that points outside the folder is refused: nothing is sent."""
         given: dict[str, object] = {
             "id": id,
             "slurml": slurm or None,
@@ -108,7 +118,7 @@ class JobdClient:
             "retry": retry,
         }
         fields = {key: value for key, value in given.items() if value is not None}
-        return self._with_zip("/api/upload", fields, Path(path_or_zip), progress)
+        return self._with_zip("/api/upload", fields, Path(path_or_zip), progress, left_out)
 
     def get(self, id: str, wait: float = 0.0) -> Job:
         """The job now, or once it finishes if that is within `wait` seconds (up to 60)."""
@@ -161,6 +171,11 @@ class JobdClient:
         """Cancel a queued or running job (409 if it already finished)."""
         return self._json("POST", f"/api/cancel/{quote(id, safe='')}", 200)
 
+    def retry(self, id: str) -> Job:
+        """A new job from a finished one's input and settings (409 while it is pending, 410
+        once its input is gone)."""
+        return self._json("POST", f"/api/retry/{quote(id, safe='')}", 201)
+
     def logs(
         self,
         id: str,
@@ -203,7 +218,7 @@ class JobdClient:
 
     def create_schedule(self, fields: dict[str, object], source: Path) -> dict[str, Any]:
         """A schedule whose runs start from `source` (a folder or a zip)."""
-        return self._with_zip("/api/schedules", fields, source, None)
+        return self._with_zip("/api/schedules", fields, source, None, None)
 
     def call(self, method: str, path: str, *ok: int) -> Any:
         """Any other route's JSON answer (None for an empty one)."""
@@ -226,17 +241,46 @@ class JobdClient:
         headers = dict(self._headers)
         if length is not None:
             headers |= {"Content-Type": "application/json", "Content-Length": str(length)}
-        kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        connection = kind(
-            self._host,
-            self._port,
-            timeout=self._timeout if timeout == _DEFAULT_TIMEOUT else timeout,
-        )
+        limit = self._timeout if timeout == _DEFAULT_TIMEOUT else timeout
+        connection = self._connect(limit)
         try:
             connection.request(method, self._base + path, body, headers)
             return connection.getresponse()
         except OSError as exc:
             raise self._unreachable(exc) from None
+
+    def _connect(self, timeout: float | None) -> http.client.HTTPConnection:
+        if not self._https:
+            return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        context = ssl.create_default_context()
+        connection = http.client.HTTPSConnection(
+            self._host, self._port, timeout=timeout, context=context
+        )
+        try:
+            tcp = socket.create_connection((self._host, self._port or 443), timeout)
+        except OSError as exc:
+            raise self._unreachable(exc) from None
+        try:
+            tcp.settimeout(_HANDSHAKE if timeout is None else min(timeout, _HANDSHAKE))
+            connection.sock = context.wrap_socket(tcp, server_hostname=self._host)
+        except ssl.SSLCertVerificationError as exc:
+            tcp.close()
+            raise ClientError(
+                f"cannot reach jobd at {self.url}: its certificate is refused"
+                f" ({exc.verify_message})"
+            ) from None
+        except (ssl.SSLError, TimeoutError, ConnectionResetError) as exc:
+            tcp.close()
+            plain = urlunsplit(("http", *urlsplit(self.url)[1:]))
+            raise ClientError(
+                f"jobd at {self.url} does not answer in TLS ({type(exc).__name__}): a jobd"
+                f" serves plain HTTP unless a proxy adds TLS; try --url {plain}"
+            ) from None
+        except OSError as exc:
+            tcp.close()
+            raise self._unreachable(exc) from None
+        connection.sock.settimeout(timeout)
+        return connection
 
     def _unreachable(self, exc: OSError) -> ClientError:
         reason = exc.strerror or str(exc) or type(exc).__name__
@@ -259,7 +303,12 @@ class JobdClient:
         return answer
 
     def _with_zip(
-        self, path: str, fields: dict[str, object], source: Path, progress: Progress | None
+        self,
+        path: str,
+        fields: dict[str, object],
+        source: Path,
+        progress: Progress | None,
+        left_out: Callable[[LeftOutList], None] | None,
     ) -> dict[str, Any]:
         """POST `fields` with the zip as base64 `input`, streamed: never whole in memory."""
         _check_source(source)
@@ -267,7 +316,7 @@ class JobdClient:
             archive = source
             if source.is_dir():
                 archive = Path(scratch) / "job.zip"
-                zip_directory(source, archive)
+                _zip_folder(source, archive, left_out)
             head = (json.dumps(fields)[:-1] + (", " if fields else "") + '"input": "').encode()
             length = len(head) + base64_length(archive.stat().st_size) + 2
             with open(archive, "rb") as data:
@@ -323,6 +372,27 @@ def _check_source(source: Path) -> None:
         raise ClientError(f"{source} is the script itself; give its folder ({folder}/) instead")
     elif not zipfile.is_zipfile(source):
         raise ClientError(f"{source} is not a zip; give a job folder (holding run.sh) or a zip")
+
+
+def _zip_folder(source: Path, archive: Path, told: Callable[[LeftOutList], None] | None) -> None:
+    """Zip a job folder; a link out of it is refused (it would carry files the folder does
+    not hold), and what else is left out is told, before anything is sent."""
+    left: LeftOutList = []
+
+    def leave(name: str, why: str) -> None:
+        if "outside the folder" in why:
+            raise ClientError(
+                f"{source / name} is {why}: the job would not find it on the daemon; copy the"
+                " file in, or remove the link"
+            )
+        left.append((name, why))
+
+    try:
+        zip_directory(source, archive, leave)
+    except OSError as exc:
+        raise ClientError(f"cannot zip {source}: {exc.strerror}: {exc.filename}") from None
+    if left and told is not None:
+        told(left)
 
 
 def _unpack(zipped: Path, scratch: Path, dest: Path, job_id: str) -> None:

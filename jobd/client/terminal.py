@@ -9,7 +9,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 
 from jobd.client.api import Job, Progress
@@ -17,7 +17,18 @@ from jobd.models import span
 
 #: Uploads smaller than this are over before a bar would be worth drawing.
 BAR_ABOVE = 4 << 20
-COLUMNS = ("ID", "STATUS", "AGE", "DURATION", "EXIT")
+COLUMNS = (
+    "ID",
+    "INTID",
+    "STATUS",
+    "ATTEMPT",
+    "USER",
+    "SERVICE",
+    "AGE",
+    "DURATION",
+    "EXIT",
+)
+
 _COLOURS = {
     "SUCCESS": "green",
     "FAILED": "red",
@@ -98,34 +109,69 @@ def status_line() -> Iterator[Callable[[Job], None] | None]:
 
 
 def print_jobs(jobs: list[Job]) -> None:
-    """A table of jobs, newest first as given: ID, status, age, duration, exit code."""
+    """A table of jobs, newest first as given: ID, the integer ID `--before` takes, status,
+    attempt (and when a queued retry is due), user, service, age, duration, exit code."""
     now = datetime.now(timezone.utc)
     rows = [
         (
             str(job.get("ID")),
+            str(job.get("IntID", "-")),
             str(job.get("Status")),
+            _attempt(job, now),
+            "-" if job.get("UserID") is None else str(job["UserID"]),
+            str(job.get("Service") or "-"),
             _age(job.get("CreatedAt"), now),
             _ran(job, now),
             "-" if job.get("ExitCode") is None else str(job["ExitCode"]),
         )
         for job in jobs
     ]
+    print_table(COLUMNS, rows, status_column=2)
+
+
+def print_table(
+    columns: tuple[str, ...], rows: Sequence[tuple[str, ...]], status_column: int
+) -> None:
+    """Aligned plain text through a pipe; rich's table, its statuses coloured, on a terminal."""
     if not _drawing(sys.stdout):
-        widths = [max(len(row[i]) for row in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
-        for row in [COLUMNS, *rows]:
-            print(
-                "  ".join(
-                    cell.ljust(width) for cell, width in zip(row, widths, strict=True)
-                ).rstrip()
-            )
+        widths = [max(len(row[i]) for row in [columns, *rows]) for i in range(len(columns))]
+        for row in [columns, *rows]:
+            line = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
+            print(line.rstrip())
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(*COLUMNS, box=None, header_style="bold", pad_edge=False)
+    table = Table(*columns, box=None, header_style="bold", pad_edge=False)
     for row in rows:
-        table.add_row(row[0], f"[{_COLOURS.get(row[1], 'white')}]{row[1]}[/]", *row[2:])
+        cells = [escape(cell) for cell in row]
+        state = row[status_column]
+        cells[status_column] = f"[{_COLOURS.get(state, 'white')}]{escape(state)}[/]"
+        table.add_row(*cells)
     Console().print(table)
+
+
+def ask(question: str) -> bool:
+    """A y/N question on the terminal (stdin and stderr); off a terminal, the answer is yes:
+    a script said what it wanted by running the command."""
+    if not (sys.stdin.isatty() and _drawing(sys.stderr)):
+        return True
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _attempt(job: Job, now: datetime) -> str:
+    """`2/3`, and for a queued retry when it is due (`2/3 in 4.0 s`); `-` for one attempt."""
+    attempt, most = job.get("Attempt"), job.get("MaxAttempts")
+    if not isinstance(most, int) or most <= 1:
+        return "-"
+    shown = f"{attempt}/{most}"
+    when = _when(job.get("NextAttemptAt")) if job.get("Status") == "QUEUED" else None
+    if when is not None:
+        shown += f" in {span(max(0.0, (when - now).total_seconds()))}"
+    return shown
 
 
 def _when(stamp: object) -> datetime | None:

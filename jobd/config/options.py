@@ -464,9 +464,11 @@ CLIENT_OPTIONS: tuple[Option, ...] = (
         str,
         "the daemon",
         "URL",
-        "http://127.0.0.1:$JOBD_PORT, or port 8080",
+        "the profile's url, else http://127.0.0.1:$JOBD_PORT, or port 8080",
     ),
-    Option("token", ("JOBD_TOKEN",), None, str, "bearer token", "TOKEN"),
+    Option(
+        "token", ("JOBD_TOKEN",), None, str, "bearer token", "TOKEN", "the profile's token, or none"
+    ),
 )
 
 
@@ -680,8 +682,17 @@ class ClientConfig:
     token: str | None
 
     @classmethod
-    def resolve(cls, flags: Mapping[str, object], environ: Mapping[str, str]) -> ClientConfig:
+    def resolve(
+        cls,
+        flags: Mapping[str, object],
+        environ: Mapping[str, str],
+        profile: Mapping[str, str] | None = None,
+    ) -> ClientConfig:
+        """A flag, then the environment, then the profile file's `profile`, then the default."""
         values = _resolve(CLIENT_OPTIONS, flags, environ)
+        for name, value in (profile or {}).items():
+            if values.get(name) is None:
+                values[name] = value
         if values["url"] is None:
             port = _resolve(tuple(o for o in OPTIONS if o.name == "port"), {}, environ)["port"]
             values["url"] = f"http://127.0.0.1:{port}"

@@ -10,7 +10,7 @@ import posixpath
 import stat
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -26,6 +26,8 @@ _STORE_ABOVE_RATIO = 0.9
 _STORE_BELOW = 1024
 #: Read size for base64 output: a multiple of 3, so the pieces concatenate without padding.
 _ENCODE_BLOCK = 3 * (1 << 16)
+#: Told what an upload's zip leaves out: its name in the zip, and why.
+LeftOut = Callable[[str, str], None]
 #: A zip with no entries: what a job whose result could not be stored answers with.
 EMPTY_ZIP = b"PK\x05\x06" + bytes(18)
 
@@ -267,35 +269,62 @@ def write_files(parts: list[tuple[str, BinaryIO]], dest: Path, limits: Limits) -
             ) from None
 
 
-def zip_directory(root: Path, dest: Path) -> None:
+def zip_directory(root: Path, dest: Path, left_out: LeftOut | None = None) -> None:
     """Zip every file under `root`, rooted at it; links count only if they stay inside.
 
     Written in place: a result is read only once its job is finished, after this returned.
+    With `left_out` (the client's upload), what is not taken is told to it by its name in the
+    zip and why, and an unreadable file or folder is left out instead of failing the zip.
     """
     with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED, True, compresslevel=1) as archive:
-        for path, arcname in _files_under(str(root), "", str(root)):
+        for path, arcname in _files_under(str(root), "", str(root), left_out):
             if arcname.endswith("/"):
                 archive.writestr(arcname, b"")
             else:
                 archive.write(path, arcname, _compression(path))
 
 
-def _files_under(folder: str, prefix: str, root: str) -> Iterator[tuple[str, str]]:
+def _files_under(
+    folder: str, prefix: str, root: str, left_out: LeftOut | None
+) -> Iterator[tuple[str, str]]:
     """(path, name in the zip) of regular files, in-tree links to files, and empty folders."""
-    with os.scandir(folder) as scan:
-        entries = sorted(scan, key=lambda entry: entry.name)
+    try:
+        with os.scandir(folder) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
+    except PermissionError:
+        if left_out is None:
+            raise
+        left_out(prefix, "a folder that cannot be read")
+        return
     if not entries and prefix:
         yield folder, prefix
     for entry in entries:
         name = prefix + entry.name
         if entry.is_dir(follow_symlinks=False):
-            yield from _files_under(entry.path, name + "/", root)
+            yield from _files_under(entry.path, name + "/", root, left_out)
         elif entry.is_file(follow_symlinks=False):
-            yield entry.path, name
+            if left_out is not None and not os.access(entry.path, os.R_OK):
+                left_out(name, "a file that cannot be read")
+            else:
+                yield entry.path, name
         elif entry.is_symlink():
-            real = os.path.realpath(entry.path)
-            if real.startswith(os.path.realpath(root) + os.sep) and os.path.isfile(real):
+            real, top = os.path.realpath(entry.path), os.path.realpath(root)
+            inside = real == top or real.startswith(top + os.sep)
+            if inside and os.path.isfile(real):
                 yield real, name
+            elif left_out is not None:
+                left_out(name, _why_not(entry.path, real, inside))
+        elif left_out is not None:
+            left_out(name, "not a file, folder or link")
+
+
+def _why_not(path: str, real: str, inside: bool) -> str:
+    """Why a link is not zipped, in words."""
+    if not inside:
+        return f"a link to {os.readlink(path)}, outside the folder"
+    if not os.path.exists(real):
+        return "a link to nothing"
+    return "a link to a folder" if os.path.isdir(real) else "a link to something not a file"
 
 
 def _compression(path: str) -> int:

@@ -174,3 +174,8 @@ def jobd_routes(app: Bottle, config: Config, service: JobService, slots: WaitSlo
     def cancel(job_id: str) -> HTTPResponse:
         request.environ["jobd.job_id"] = job_id
         return json_response(service.cancel(job_id, owner=owner()).wire())
+
+    @app.post("/api/retry/<job_id>")
+    def retry(job_id: str) -> HTTPResponse:
+        request.environ["jobd.job_id"] = job_id
+        return json_response(service.retry(job_id, owner=owner()).wire(), 201)

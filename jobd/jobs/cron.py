@@ -142,8 +142,30 @@ def _parse_text(text: object, zone: str) -> When:
     if not text.startswith("@") and len(text.split()) != 5:
         raise ValueError(f"'schedule' {text!r} must have 5 fields (minute hour day month weekday)")
     if not croniter.is_valid(text):
-        raise ValueError(f"'schedule' {text!r} is not a valid cron expression")
+        raise ValueError(f"'schedule' {text!r} is not a valid cron expression{_which(text)}")
     return When(text.lower() if text.startswith("@") else text, zone, None)
+
+
+#: The five cron fields, in order, and what each takes.
+_FIELDS = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day of month", "1-31"),
+    ("month", "1-12 or jan-dec"),
+    ("day of week", "0-6 or sun-sat"),
+)
+
+
+def _which(text: str) -> str:
+    """The fields that are wrong, each tried alone among `*`s, as words; empty if no one
+    field is wrong by itself."""
+    parts = text.split()
+    wrong = [
+        f"its {name} field {parts[i]!r} is not {takes} (or *, a list, a range, a step)"
+        for i, (name, takes) in enumerate(_FIELDS)
+        if not croniter.is_valid(" ".join(parts[i] if j == i else "*" for j in range(5)))
+    ]
+    return ": " + "; ".join(wrong) if wrong else ""
 
 
 def utc_stamp(moment: float) -> str:

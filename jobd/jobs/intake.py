@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from jobd.config.options import Config
-from jobd.errors import BadRequest, IdTaken, JobdError, is_full
+from jobd.errors import BadRequest, Gone, IdTaken, JobdError, is_full
 from jobd.formats.archive import Base64Writer, Limits, extract, write_files, zip_directory
 from jobd.formats.jsonstream import scan_object
 from jobd.jobs.callbacks import check_callback_url
@@ -154,6 +154,29 @@ class Intake:
             shutil.copyfile(source, staging / "input.zip")
             extract(staging / "input.zip", staging / "work", self._limits)
             return self.accept(spec, staging)
+
+    def again(self, job: Job) -> Job:
+        """A new job from a finished one's kept input and settings (`jobd retry`): a fresh
+        ID and attempt count, its service's runner as it is now; not a schedule's run."""
+        source = self._layout.input_zip(job.id)
+        spec = JobSpec(
+            str(uuid.uuid4()),
+            slurml=job.slurml,
+            timeout=job.timeout,
+            callback_url=job.callback_url,
+            user_id=job.user_id,
+            service=job.service,
+            env=tuple(json.loads(job.env).items()),
+            retry=job.retry,
+            callback_auth=job.callback_auth,
+            memory_limit=job.memory_limit,
+            process_limit=job.process_limit,
+            pulled=self._pulls.pulled(job.service),
+        )
+        try:
+            return self.from_zip(source, spec)
+        except FileNotFoundError:  # never kept (a skipped run), or removed meanwhile
+            raise Gone(f"job {job.id!r} cannot run again: its input is no longer kept") from None
 
     def accept(self, spec: JobSpec, staged: Path) -> Job:
         """Keep a staged job (`input.zip` and `work/`) and launch it; nothing is kept if

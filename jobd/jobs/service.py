@@ -209,6 +209,19 @@ class JobService:
             raise Conflict(f"job {job.id!r} has already finished ({job.status.value})")
         return self.get(job.id)
 
+    def retry(self, ref: str | int, *, owner: int | None = None) -> Job:
+        """A new job from a finished job's input and settings; a job still queued or
+        running is a 409 (cancel it first, or wait)."""
+        job = self.get(ref, owner=owner)
+        if not job.status.terminal:
+            raise Conflict(
+                f"job {job.id!r} is still {job.status.value}: it can run again once it has"
+                " finished (cancel it first, or wait for it)"
+            )
+        new = self.intake.again(job)
+        log.info("job %s: a new run of job %s", new.id, job.id)
+        return new
+
     # -- read -------------------------------------------------------------------------------
 
     def find(self, ref: str | int, *, owner: int | None = None) -> Job:
