@@ -371,7 +371,8 @@ def test_each_job_links_to_a_page_of_its_own_with_its_output(server, gates) -> N
     gate = gates()
     busy_id, done_id = unique_id("busy"), unique_id("done")
     run_sh = script(
-        f"echo 'first line out'\necho 'first line err' >&2\nmkdir sub\nprintf 12345 > sub/five"
+        # the line waited for comes last: what is before it is there once it is
+        f"echo 'first line err' >&2\nmkdir sub\nprintf 12345 > sub/five\necho 'first line out'"
         f"\n{gate.shell}\necho 'last line out'\nexit 4"
     )
     secret = "value-that-must-never-show-9c1"
@@ -447,6 +448,7 @@ def test_a_link_out_of_the_job_folder_is_listed_not_followed(server, gates, shar
 def cancel_form(
     daemon,
     job_id: str,
+    action: str = "cancel",
     *,
     origin: str | None = "own",
     referer: str | None = None,
@@ -461,7 +463,7 @@ def cancel_form(
     data = {} if token is None else {"token": token}
     sender = session or requests
     return sender.post(
-        f"{daemon.url}/jobs/{job_id}/cancel",
+        f"{daemon.url}/jobs/{job_id}/{action}",
         data=data,
         headers=headers,
         allow_redirects=False,
@@ -512,6 +514,27 @@ def test_the_cancel_form_needs_the_token_and_this_jobd_s_own_page(server, gates)
     assert "nothing left to cancel" in again.text
     assert_status(cancel_form(server, "no-such-job"), 404)
 
+    # the retry form: refused the same ways, and nothing is made
+    before = len(server.api("GET", "/api/jobs?limit=1000").json())
+    for code, resp in (
+        (403, cancel_form(server, job_id, "retry", origin="http://evil.example")),
+        (403, cancel_form(server, job_id, "retry", origin=None)),
+        (401, cancel_form(server, job_id, "retry", token=None, session=browser)),
+        (401, cancel_form(server, job_id, "retry", token="wrong")),
+    ):
+        assert_status(resp, code)
+        assert "nothing was done" in resp.text
+    assert len(server.api("GET", "/api/jobs?limit=1000").json()) == before
+    again = cancel_form(server, job_id, "retry")
+    assert_status(again, 303)
+    new_id = again.headers["Location"].removeprefix("../")
+    assert new_id != job_id and "/" not in new_id, again.headers
+    assert server.job(new_id)["Status"] in ("QUEUED", "RUNNING")
+    still = cancel_form(server, new_id, "retry")
+    assert_status(still, 409)
+    assert "still" in html_text(still.text)
+    assert_status(cancel_form(server, new_id), 303)
+
 
 @pytest.mark.source_only
 def test_a_user_sees_and_cancels_only_their_own_jobs(jobd, gates, tmp_path) -> None:
@@ -538,6 +561,8 @@ def test_a_user_sees_and_cancels_only_their_own_jobs(jobd, gates, tmp_path) -> N
     mine = cancel_form(daemon, str(number), token="alice-page-token")
     assert_status(mine, 303)
     assert daemon.api("GET", f"/api/get/{number}").json()["Status"] == "CANCELLED"
+    assert_status(cancel_form(daemon, str(number), "retry", token="bob-page-token"), 404)
+    assert_status(cancel_form(daemon, str(number), "retry", token="alice-page-token"), 303)
 
 
 # --------------------------------------------------------------------------- lists and sections
@@ -910,4 +935,11 @@ def test_in_a_real_browser(jobd, gates, chrome) -> None:
     wait.until(lambda d: "CANCELLED" in d.find_element(By.TAG_NAME, "main").text)
     assert driver.current_url == f"{daemon.url}/jobs/{busy_id}"
     assert daemon.job(busy_id)["Status"] == "CANCELLED"
+    # and run it again: the new job's page
+    driver.find_element(By.NAME, "token").send_keys(TOKEN)
+    driver.find_element(By.CSS_SELECTOR, "form.act button").click()
+    wait.until(lambda d: d.current_url != f"{daemon.url}/jobs/{busy_id}")
+    new_id = driver.current_url.rpartition("/")[2]
+    assert new_id != busy_id and new_id in driver.find_element(By.TAG_NAME, "h1").text
+    assert daemon.job(new_id)["Status"] in ("QUEUED", "RUNNING")
     print(f"screenshots: {ARTIFACTS}/page-*.png")

@@ -187,15 +187,22 @@ def nav(current: str, base: str) -> str:
 
 
 def page(
-    title: str, current: str, content: str, *, base: str, busy: bool, colour: str | None = None
+    title: str,
+    current: str,
+    content: str,
+    *,
+    base: str,
+    busy: bool,
+    colour: str | None = None,
+    subject: str = "a job",
 ) -> str:
     """A section's page: the navigation, its content and a footer that says how it refreshes.
     It always refreshes (new jobs appear), faster while something is queued or running."""
     seconds = BUSY_REFRESH if busy else IDLE_REFRESH
     body = (
         f"<main>{nav(current, base)}{content}<footer class='muted small'>"
-        f"<p>This page refreshes itself every {seconds} s now ({BUSY_REFRESH} s while a job"
-        f" is queued or running, {IDLE_REFRESH} s otherwise) and keeps your place on it."
+        f"<p>This page refreshes itself every {seconds} s now ({BUSY_REFRESH} s while"
+        f" {subject} is queued or running, {IDLE_REFRESH} s otherwise) and keeps your place on it."
         " Times are UTC.</p>"
         f"<p>jobd {html.escape(__version__)} · the API: <a href='{base}docs'>docs</a>,"
         f" <a href='{base}openapi.json'>openapi.json</a>,"

@@ -45,7 +45,8 @@ def job_page(service: JobService, ref: str, has_token: bool) -> HTTPResponse:
         sections += [_logs(service, job), _files(listing(service.layout.work_dir(job.id)))]
     title = f"jobd: {job.id} {job.status.value}"
     content = f"<h1 class='mono'>{html.escape(job.id)}</h1>{''.join(sections)}"
-    return answer(page(title, "", content, base=BASE, busy=not job.status.terminal))
+    busy = not job.status.terminal
+    return answer(page(title, "", content, base=BASE, busy=busy, subject="this job"))
 
 
 def _facts(job: Job, now: float) -> str:
@@ -70,7 +71,8 @@ def _facts(job: Job, now: float) -> str:
     if job.slurml:
         facts.append(("Slurm job", str(job.slurm_id or "not submitted yet")))
     items = "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in facts)
-    return f"<dl class='facts'>{items}</dl><p>Downloads: {links(job, BASE)}</p>"
+    downloads = "" if job.expired else f"<p>Downloads: {links(job, BASE)}</p>"
+    return f"<dl class='facts'>{items}</dl>{downloads}"
 
 
 def _moment(moment: float | None, now: float) -> str:
@@ -99,7 +101,7 @@ def _env_names(job: Job) -> str:
 
 
 def _actions(job: Job, has_token: bool) -> str:
-    """The forms that act on the job: cancel while it is unfinished."""
+    """The forms that act on the job: cancel while it is unfinished, retry once it ended."""
     if job.expired:
         return ""
     field = (
@@ -114,7 +116,13 @@ def _actions(job: Job, has_token: bool) -> str:
             f"<form class='act' method='post' action='{target}/cancel'>{field}"
             "<button class='danger' type='submit'>Cancel this job</button></form>"
         )
-    return ""
+    if job.status is JobStatus.SKIPPED:  # never started: nothing to run again
+        return ""
+    return (
+        f"<form class='act' method='post' action='{target}/retry'>{field}"
+        "<button type='submit'>Run it again</button><span class='muted small'>a new job from"
+        " the same input and settings</span></form>"
+    )
 
 
 def _logs(service: JobService, job: Job) -> str:
@@ -192,3 +200,9 @@ def job_routes(
         except Conflict as exc:
             raise Conflict(f"{exc.message}; there is nothing left to cancel") from None
         return _back_to(job)
+
+    @app.post("/jobs/<job_id>/retry", skip=skip)
+    @html_errors
+    def retry(job_id: str) -> HTTPResponse:
+        caller = signin.form_caller()
+        return _back_to(service.retry(job_id, owner=caller.owner))
