@@ -1,7 +1,10 @@
 """GET / in a browser (Accept: text/html) is the status page: the newest jobs with their logs
-and results, refreshing itself while one runs; curl's GET / keeps job-orchestrator's ping.
-With a token the page signs the browser in through a form and a cookie that only reads. Over
-HTTP with requests, and in a real browser (Debian's chromium, driven by selenium)."""
+and results, filters and pages, a page per job (its output, files, and cancel and retry forms
+that need the token and this jobd's own page), and pages for schedules, services and queues,
+always refreshing itself; curl's GET / keeps job-orchestrator's ping. With a token the page
+signs the browser in through a form and a cookie that only reads. Over HTTP with requests, and
+in a real browser (Debian's chromium, driven by selenium) at a desktop's and a phone's width,
+light and dark, its screenshots kept in tests/artifacts/."""
 
 from __future__ import annotations
 
@@ -878,6 +881,7 @@ def test_every_page_fits_1280_and_390_px_light_and_dark(jobd, gates, chrome) -> 
     daemon.wait_done(busy_id)
 
 
+@pytest.mark.source_only
 def test_in_a_real_browser(jobd, gates, chrome) -> None:
     from selenium.webdriver.common.by import By
 
