@@ -620,6 +620,28 @@ def test_filters_pages_and_bad_input(jobd) -> None:
         assert html_text(resp.text).count(words) == 1, (query, resp.text)
 
 
+@pytest.mark.source_only
+def test_the_pages_link_older_newer_and_newest_keeping_the_filters() -> None:
+    """A page in the middle of many: its newer page starts right above it, its older one
+    right below, and both keep the filters (in memory: 150 jobs through the daemon take long)."""
+    from jobd.http.page_jobs import PAGE_SIZE, Filters, render
+    from jobd.models import Job, JobStatus
+
+    def jobs(top: int, count: int) -> list[Job]:
+        return [Job(f"j{n}", JobStatus.SUCCESS, seq=n) for n in range(top, top - count, -1)]
+
+    filters = Filters(JobStatus.SUCCESS, "gpu", 7)
+    shown = jobs(200, PAGE_SIZE + 1)  # below 201, one more than a page: there are older ones
+    newer = jobs(251, PAGE_SIZE + 1)  # the 51 just above 200, newest first, as the store gives
+    page = Page(render(shown, {"SUCCESS": 300}, 0.0, None, filters, 201, newer))
+    hrefs = page.hrefs
+    kept = "jobs?status=SUCCESS&service=gpu&user=7"
+    assert f"{kept}&before=251" in hrefs, hrefs  # newer: 250..201
+    assert f"{kept}&before=151" in hrefs, hrefs  # older: 150 and below
+    assert kept in hrefs, hrefs  # the newest
+    assert len(page.rows) == PAGE_SIZE
+
+
 def html_text(text: str) -> str:
     """What a person reads: the text without its tags, entities decoded."""
     return html.unescape(re.sub(r"<[^>]+>", "", text))
