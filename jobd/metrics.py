@@ -7,7 +7,7 @@ import functools
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -27,6 +27,7 @@ class Metrics:
         disk_free: Callable[[], float],
         by_service: Callable[[], list[tuple[str, int, str, int]]],
         by_queue: Callable[[], dict[str, dict[str, int]]],
+        commits: Callable[[], int],
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -64,6 +65,7 @@ class Metrics:
         free.set_function(disk_free)
         r.register(_ServiceJobs(by_service))
         r.register(_QueueJobs(by_queue))
+        r.register(_Commits(commits))
 
     def submitted(self, job: Job, size: int) -> None:
         self._submitted.labels("slurm" if job.slurml else "local").inc()
@@ -132,3 +134,15 @@ class _QueueJobs(Collector):
             for status, count in counts.items():
                 family.add_metric([queue, status], count)
         yield family
+
+
+class _Commits(Collector):
+    """The store's write transactions: a job's cost in commits, watched without timing."""
+
+    def __init__(self, commits: Callable[[], int]) -> None:
+        self._commits = commits
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "jobd_store_commits", "SQLite write transactions committed.", value=self._commits()
+        )

@@ -418,7 +418,7 @@ def loop(tmp_path):
     layout = Layout(tmp_path / "data")
     layout.prepare()
     db = Store(layout.db)
-    metrics = Metrics(lambda: {}, lambda: 0.0, lambda: [], lambda: {})
+    metrics = Metrics(lambda: {}, lambda: 0.0, lambda: [], lambda: {}, lambda: 0)
 
     def make(on_fire) -> Schedules:
         return Schedules(db, layout, _Intake(on_fire), lambda job_id: None, metrics, 1 << 20)

@@ -74,7 +74,11 @@ class JobService:
         self.layout = layout
         self.disk = Disk(layout.root, config.min_free)
         self.metrics = Metrics(
-            store.jobs.counts, self.disk.free, store.jobs.unfinished_by_user, store.queues.counts
+            store.jobs.counts,
+            self.disk.free,
+            store.jobs.unfinished_by_user,
+            store.queues.counts,
+            store.commits,
         )
         self.callbacks = Callbacks(
             store, self.get, config.callback_retry_for, self.metrics.callback

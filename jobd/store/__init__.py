@@ -29,5 +29,9 @@ class Store:
         self.queues = QueueStore(self._db)
         self.pulls = PullStore(self._db, self.jobs)
 
+    def commits(self) -> int:
+        """Write transactions committed since start: what a job costs the store."""
+        return self._db.commits
+
     def close(self) -> None:
         self._db.close()

@@ -47,6 +47,7 @@ class Database:
         """Open the database, checked whole and for writing, so a bad one stops the start
         (with the files SQLite made for it removed again) rather than the first upload."""
         self._lock = threading.Lock()
+        self.commits = 0  # write transactions committed since start (jobd_store_commits)
         made = [side for side in _side_files(path) if not side.exists()]
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -100,6 +101,7 @@ class Database:
                 raise
             try:
                 self._db.execute("COMMIT")
+                self.commits += 1
             except BaseException:
                 # a COMMIT that fails (a full disk) may leave the transaction open: the next
                 # BEGIN would fail for ever after the space is back
