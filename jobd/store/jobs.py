@@ -34,6 +34,8 @@ def _values(statuses: Iterable[JobStatus]) -> list[str]:
 class JobStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # every job's counts, and the commit they were read after: no commit, no change
+        self._counted: tuple[int, dict[str, int]] | None = None
 
     def query(self, sql: str, params: Iterable[object] = ()) -> list[Job]:
         """Jobs `WHERE ...` (`sql` follows FROM jobs)."""
@@ -74,12 +76,19 @@ class JobStore:
         return self.query("WHERE status = ? AND expired = 0 ORDER BY seq", (status.value,))
 
     def counts(self, owner: int | None = None) -> dict[str, int]:
-        """Kept jobs by status: every job's, or with `owner` only that user's."""
+        """Kept jobs by status: every job's, or with `owner` only that user's. Every job's
+        are read again only after a commit (a scan of the table: /health asks often)."""
+        commits = self._db.commits
+        if owner is None and self._counted is not None and self._counted[0] == commits:
+            return dict(self._counted[1])
         mine, params = ("AND user_id = ?", (owner,)) if owner is not None else ("", ())
         rows = self._db.rows(
             f"SELECT status, COUNT(*) FROM jobs WHERE expired = 0 {mine} GROUP BY status", params
         )
-        return {status.value: 0 for status in JobStatus} | {row[0]: row[1] for row in rows}
+        counts = {status.value: 0 for status in JobStatus} | {row[0]: row[1] for row in rows}
+        if owner is None:
+            self._counted = (commits, dict(counts))
+        return counts
 
     def oldest_queued(self) -> Job | None:
         """The job that has waited longest, here or for Slurm."""
