@@ -11,7 +11,9 @@ import base64
 import contextlib
 import io
 import os
+import pty
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -302,6 +304,41 @@ def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 _LIVE: list[Daemon] = []
+
+
+def on_a_terminal(
+    argv: list[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    replies: Iterable[tuple[str, Callable[[int], None]]] = (),
+) -> tuple[int, str]:
+    """Run with stdin, stdout and stderr on a pseudo-terminal; its exit and all it drew.
+    Each reply (text, action) runs, in turn, once its text is on the terminal; the action is
+    given the terminal's side to type on."""
+    main, side = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=side, stdout=side, stderr=side, env=env, cwd=cwd)
+    os.close(side)
+    drawn, pending = bytearray(), list(replies)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([main], [], [], 0.5)
+            if ready:
+                try:
+                    block = os.read(main, 65536)
+                except OSError:  # EIO: the other side is closed
+                    break
+                if not block:
+                    break
+                drawn += block
+                while pending and pending[0][0].encode() in drawn:
+                    pending.pop(0)[1](main)
+            elif proc.poll() is not None:
+                break
+        return proc.wait(30), drawn.decode(errors="replace")
+    finally:
+        os.close(main)
+        proc.kill()
 
 
 class Daemon:

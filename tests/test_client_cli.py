@@ -9,19 +9,17 @@ import http.server
 import io
 import json
 import os
-import pty
 import select
 import signal
 import subprocess
 import threading
-import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from conftest import base_env, free_port, jobd_command, unique_id, wait_until
+from conftest import base_env, free_port, jobd_command, on_a_terminal, unique_id, wait_until
 
 TOKEN = "cli-token"
 
@@ -391,36 +389,11 @@ def test_result_refuses_unsafe_zip_entries(hostile, tmp_path: Path, entry) -> No
 def _under_a_terminal(
     server, args: list[str], cwd: Path, when_drawn: tuple[str, Callable[[], None]] | None = None
 ) -> tuple[int, str]:
-    """Run with stdin, stdout and stderr on a pseudo-terminal; all it drew, and its exit.
-    `when_drawn`: (text, action): the action runs once the text is on the terminal."""
-    main, side = pty.openpty()
+    """The command on a pseudo-terminal (conftest's on_a_terminal); `when_drawn`: (text,
+    action): the action runs once the text is on the terminal."""
     env = base_env({"JOBD_URL": server.url, "JOBD_TOKEN": TOKEN, "TERM": "xterm", "COLUMNS": "100"})
-    proc = subprocess.Popen(
-        jobd_command(*args), stdin=side, stdout=side, stderr=side, env=env, cwd=cwd
-    )
-    os.close(side)
-    drawn = bytearray()
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([main], [], [], 0.5)
-            if ready:
-                try:
-                    block = os.read(main, 65536)
-                except OSError:  # EIO: the terminal's other side is closed
-                    break
-                if not block:
-                    break
-                drawn += block
-                if when_drawn and when_drawn[0].encode() in drawn:
-                    when_drawn[1]()
-                    when_drawn = None
-            elif proc.poll() is not None:
-                break
-        return proc.wait(30), drawn.decode(errors="replace")
-    finally:
-        os.close(main)
-        proc.kill()
+    replies = [(when_drawn[0], lambda _side: when_drawn[1]())] if when_drawn else []
+    return on_a_terminal(jobd_command(*args), env, cwd, replies)
 
 
 def test_a_terminal_shows_upload_progress_and_a_live_status(server, tmp_path: Path, gates) -> None:

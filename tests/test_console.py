@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
-import select
 import stat
 import subprocess
 import time
@@ -19,7 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import JOB_PYTHON, base_env, free_port, jobd_command, unique_id, wait_until
+from conftest import (
+    JOB_PYTHON,
+    base_env,
+    free_port,
+    jobd_command,
+    on_a_terminal,
+    unique_id,
+    wait_until,
+)
 
 TOKEN = "console-token"
 
@@ -116,36 +122,9 @@ def under_a_terminal(
     cwd: Path,
     replies: list[tuple[str, Callable[[int], None]]],
 ) -> tuple[int, str]:
-    """Run with stdin, stdout and stderr on a pseudo-terminal; all it drew, and its exit.
-    Each reply (text, action) runs, in turn, once its text is on the terminal; the action is
-    given the terminal's side to type on."""
-    main, side = pty.openpty()
+    """The command on a pseudo-terminal (conftest's on_a_terminal), against `server`."""
     env = _env(server, {"TERM": "xterm", "COLUMNS": "120"})
-    proc = subprocess.Popen(
-        jobd_command(*args), stdin=side, stdout=side, stderr=side, env=env, cwd=cwd
-    )
-    os.close(side)
-    drawn, pending = bytearray(), list(replies)
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([main], [], [], 0.5)
-            if ready:
-                try:
-                    block = os.read(main, 65536)
-                except OSError:  # EIO: the other side is closed
-                    break
-                if not block:
-                    break
-                drawn += block
-                while pending and pending[0][0].encode() in drawn:
-                    pending.pop(0)[1](main)
-            elif proc.poll() is not None:
-                break
-        return proc.wait(30), drawn.decode(errors="replace")
-    finally:
-        os.close(main)
-        proc.kill()
+    return on_a_terminal(jobd_command(*args), env, cwd, replies)
 
 
 # ---------------------------------------------------------------------- the exit-code table
