@@ -28,6 +28,7 @@ from jobd.jobs.service import JobService
 from jobd.run import procs
 from jobd.run.executors.local import LocalExecutor
 from jobd.run.executors.slurm import SlurmExecutor
+from jobd.run.executors.spawner import Spawner
 from jobd.run.sandbox.confine import Sandbox
 from jobd.store import Store
 from jobd.store.layout import Layout
@@ -265,6 +266,7 @@ def serve(config: Config) -> int:
     except DataDirUnusable as exc:
         log.error("%s", exc)
         return 1
+    spawner = Spawner.start()  # while jobd is one thread
     exit_with_launcher()
     procs.adopt_orphans()
     try:
@@ -284,7 +286,7 @@ def serve(config: Config) -> int:
     slurm = SlurmExecutor(
         os.environ, config.slurm_partition, config.slurm_account, config.slurm_args
     )
-    executor = LocalExecutor(os.environ, config.kill_grace, sandbox)
+    executor = LocalExecutor(os.environ, config.kill_grace, sandbox, spawner)
     service = JobService(config, store, layout, executor, slurm)
     try:
         service.prepare()
@@ -357,6 +359,7 @@ def serve(config: Config) -> int:
         service.quiesce()  # also when the server stopped for another reason
         server.close()
         unclean = service.stop()
+        executor.close()
         sandbox.close()
         store.close()
     if unclean is not None:  # the exit code says so: a supervisor may want to look

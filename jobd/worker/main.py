@@ -15,6 +15,7 @@ from jobd.config.options import WorkerConfig
 from jobd.errors import ConfigError, DataDirUnusable
 from jobd.run import procs
 from jobd.run.executors.local import LocalExecutor
+from jobd.run.executors.spawner import Spawner
 from jobd.run.sandbox.confine import Sandbox
 from jobd.store.layout import Layout
 from jobd.worker.central import Central, Refused, Stopped, heartbeat_every
@@ -37,6 +38,7 @@ def run_worker(config: WorkerConfig) -> int:
     except DataDirUnusable as exc:
         log.error("%s", exc)
         return 1
+    spawner = Spawner.start()  # while jobd is one thread
     procs.adopt_orphans()
     end_leftovers(layout)
     try:
@@ -44,14 +46,16 @@ def run_worker(config: WorkerConfig) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 1
+    executor = LocalExecutor(os.environ, config.kill_grace, sandbox, spawner)
     try:
         sandbox.seal(layout)
-        return _pull(config, layout, sandbox)
+        return _pull(config, layout, executor)
     finally:
+        executor.close()
         sandbox.close()
 
 
-def _pull(config: WorkerConfig, layout: Layout, sandbox: Sandbox) -> int:
+def _pull(config: WorkerConfig, layout: Layout, executor: LocalExecutor) -> int:
     stopping = threading.Event()
     central = Central(config.url, config.token, stopping)
 
@@ -73,9 +77,8 @@ def _pull(config: WorkerConfig, layout: Layout, sandbox: Sandbox) -> int:
         log.error("jobd worker cannot start: %s%s", exc, hint)
         return 2
     central.retry_last = heartbeat_every(heartbeat_timeout)
-    executor = LocalExecutor(os.environ, config.kill_grace, sandbox)
     puller = Puller(config, central, executor, layout, heartbeat_timeout, stopping)
-    log.info("%s", sandbox.summary())
+    log.info("%s", executor.sandbox.summary())
     log.info(
         "jobd %s worker: pulling %s's jobs from %s (%d at once, data dir %s)",
         __version__,

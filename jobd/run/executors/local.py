@@ -4,6 +4,7 @@ straight to files."""
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import select
 import subprocess
@@ -15,7 +16,10 @@ from pathlib import Path
 from jobd.models import JobLimits
 from jobd.run import procs
 from jobd.run.executors import runsh
+from jobd.run.executors.spawner import Child, ConfineFailed, Launch, Spawner, SpawnerGone
 from jobd.run.sandbox.confine import Cell, Sandbox
+
+log = logging.getLogger("jobd")
 
 
 class StartError(Exception):
@@ -31,7 +35,7 @@ BUSY_TRIES, BUSY_FIRST_DELAY = 8, 0.005
 class Run:
     """A started run.sh: its process (the group leader), all its processes, its confinement."""
 
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | Child
     start_time: int | None
     tree: procs.Tree
     cell: Cell
@@ -44,10 +48,17 @@ class Run:
 
 
 class LocalExecutor:
-    def __init__(self, environ: Mapping[str, str], kill_grace: float, sandbox: Sandbox) -> None:
+    def __init__(
+        self,
+        environ: Mapping[str, str],
+        kill_grace: float,
+        sandbox: Sandbox,
+        spawner: Spawner | None = None,
+    ) -> None:
         self._env = runsh.child_environment(environ)
         self._grace = kill_grace
         self.sandbox = self._sandbox = sandbox
+        self._spawner = spawner
 
     def start(self, workdir: Path, job_env: Mapping[str, str], limits: JobLimits) -> Run:
         """Start run.sh in `workdir`, confined, with `job_env` on top of jobd's environment."""
@@ -74,7 +85,7 @@ class LocalExecutor:
 
     def _spawn(
         self, argv: list[str], workdir: Path, env: dict[str, str], cell: Cell, first_line: bytes
-    ) -> subprocess.Popen[bytes]:
+    ) -> subprocess.Popen[bytes] | Child:
         delay = BUSY_FIRST_DELAY
         with (
             open(workdir / runsh.STDOUT, "wb") as out,
@@ -85,21 +96,8 @@ class LocalExecutor:
                 os.fchown(err.fileno(), cell.uid, cell.uid)
             for tries_left in range(BUSY_TRIES - 1, -1, -1):
                 try:
-                    return subprocess.Popen(
-                        argv,
-                        cwd=workdir,
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=err,
-                        env=env,
-                        start_new_session=True,
-                        user=cell.uid,
-                        group=cell.uid,
-                        extra_groups=[] if cell.uid is not None else None,
-                        umask=self._sandbox.job_umask,
-                        preexec_fn=cell.child_setup,
-                    )
-                except subprocess.SubprocessError:  # the child said why in jobd.stderr
+                    return self._start(argv, workdir, env, cell, out.fileno(), err.fileno())
+                except (subprocess.SubprocessError, ConfineFailed):  # the child said why
                     raise StartError("run.sh could not be confined; see jobd.stderr") from None
                 except OSError as exc:
                     if exc.errno != errno.ETXTBSY or not tries_left:
@@ -107,6 +105,52 @@ class LocalExecutor:
                     time.sleep(delay)
                     delay *= 2
         raise AssertionError("unreachable")
+
+    def _start(
+        self, argv: list[str], workdir: Path, env: dict[str, str], cell: Cell, out: int, err: int
+    ) -> subprocess.Popen[bytes] | Child:
+        """From the spawner while there is one (see spawner), else forked from the daemon."""
+        if self._spawner is not None:
+            launch = Launch(
+                argv,
+                str(workdir),
+                env,
+                cell.uid,
+                self._sandbox.job_umask,
+                cell.rlimits,
+                cell.isolate,
+                len(cell.joiners),
+                cell.ruleset is not None,
+            )
+            ruleset = [] if cell.ruleset is None else [cell.ruleset]
+            stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                return self._spawner.spawn(launch, [stdin, out, err, *cell.joiners, *ruleset])
+            except SpawnerGone as exc:
+                log.warning("the process that starts run.sh is gone (%s); jobd starts it", exc)
+                self._spawner.reap()
+                self._spawner = None
+            finally:
+                os.close(stdin)
+        return subprocess.Popen(
+            argv,
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=env,
+            start_new_session=True,
+            user=cell.uid,
+            group=cell.uid,
+            extra_groups=[] if cell.uid is not None else None,
+            umask=self._sandbox.job_umask,
+            preexec_fn=cell.child_setup,
+        )
+
+    def close(self) -> None:
+        """At shutdown, once no run is left."""
+        if self._spawner is not None:
+            self._spawner.close()
 
     def wait(self, run: Run, timeout: float | None) -> bool:
         """Wait until run.sh exits (False if `timeout` passes first), without reaping it:

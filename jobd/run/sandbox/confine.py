@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -51,9 +52,22 @@ class Cell:
     uid: int | None = None
     group: JobGroup | None = None
     limits: JobLimits = NO_LIMITS
-    child_setup: Callable[[], None] | None = None
+    #: what the child does to itself before it becomes run.sh (see confine_self)
+    joiners: list[int] = field(default_factory=list)
+    rlimits: list[tuple[int, int]] = field(default_factory=list)
+    ruleset: int | None = None
+    isolate: bool = False
     _close: list[int] = field(default_factory=list)
     _handed: list[Path] = field(default_factory=list)
+
+    @property
+    def child_setup(self) -> Callable[[], None] | None:
+        """For a child forked from the daemon: confine_self with this cell's descriptors."""
+        if not (self.joiners or self.rlimits or self.ruleset is not None or self.isolate):
+            return None
+        return functools.partial(
+            confine_self, self.joiners, self.rlimits, self.ruleset, self.isolate
+        )
 
     def out_of_memory(self) -> bool:
         return self.group is not None and self.group.out_of_memory()
@@ -215,18 +229,17 @@ class Sandbox:
                 self._hand_over(cell, job_dir, workdir)
             if self.cgroups is not None:
                 cell.group = self.cgroups.make(name, limits.memory, limits.processes)
-            joiners = cell.group.joiners() if cell.group else []
-            cell._close += joiners
-            ruleset = self._ruleset(workdir, tmpdir) if self.landlock else None
-            if ruleset is not None:
-                cell._close.append(ruleset)
+            cell.joiners = cell.group.joiners() if cell.group else []
+            cell._close += cell.joiners
+            cell.ruleset = self._ruleset(workdir, tmpdir) if self.landlock else None
+            if cell.ruleset is not None:
+                cell._close.append(cell.ruleset)
         except BaseException:
             cell.spawned()
             self.leave(cell)
             raise
-        rlimits = [] if cell.group else _rlimits(limits, cell.uid)
-        if joiners or rlimits or self.on:
-            cell.child_setup = _child_setup(joiners, rlimits, ruleset, isolate=self.on)
+        cell.rlimits = [] if cell.group else _rlimits(limits, cell.uid)
+        cell.isolate = self.on
         return cell
 
     def _hand_over(self, cell: Cell, job_dir: Path, workdir: Path) -> None:
@@ -331,24 +344,21 @@ def _tasks_of(uid: int) -> int:
     return count
 
 
-def _child_setup(
+def confine_self(
     joiners: list[int], rlimits: list[tuple[int, int]], ruleset: int | None, isolate: bool
-) -> Callable[[], None]:
-    """What the child does to itself, between fork and exec. It runs in a copy of a
-    threaded daemon, so it only makes system calls: nothing that takes a lock."""
-
-    def setup() -> None:
-        try:
-            for fd in joiners:
-                os.write(fd, b"0")
-            for which, value in rlimits:
-                resource.setrlimit(which, (value, value))
-            if ruleset is not None:
-                landlock.enforce(ruleset)
-            elif isolate:
-                landlock.no_new_privs()
-        except (OSError, ValueError) as exc:  # stderr is jobd.stderr by now
-            os.write(2, f"jobd: run.sh could not be confined: {exc}\n".encode())
-            raise
-
-    return setup
+) -> None:
+    """What the child does to itself, between fork and exec: join its cgroups, take its
+    rlimits, enforce its ruleset. It runs in a copy of a threaded daemon (or of the spawner),
+    so it only makes system calls: nothing that takes a lock."""
+    try:
+        for fd in joiners:
+            os.write(fd, b"0")
+        for which, value in rlimits:
+            resource.setrlimit(which, (value, value))
+        if ruleset is not None:
+            landlock.enforce(ruleset)
+        elif isolate:
+            landlock.no_new_privs()
+    except (OSError, ValueError) as exc:  # stderr is jobd.stderr by now
+        os.write(2, f"jobd: run.sh could not be confined: {exc}\n".encode())
+        raise
