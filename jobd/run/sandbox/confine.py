@@ -21,6 +21,7 @@ import logging
 import os
 import resource
 import shutil
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,11 +133,12 @@ class Sandbox:
         self.landlock: int | None = None
         self.cgroups: Cgroups | None = None
         self.missing: dict[str, str] = {}  # what is not in force, and why
-        #: what a run may read: the image but the data dir. Its folders are opened once; its
-        #: files for each run, so that jobd holds no deleted file's space (a filler beside the
-        #: data dir) for ever
-        self._folders: list[int] = []
-        self._files: list[Path] = []
+        #: what a run may read (the image but the data dir) and the devices it writes to.
+        #: Folders and devices are opened once, their rules made once; regular files are
+        #: opened for each run, so that jobd holds no deleted file's space (a filler beside
+        #: the data dir) for ever
+        self._held: list[landlock.Rule] = []
+        self._files: list[tuple[Path, int]] = []
         #: run.sh gets the umask jobd was started with; jobd's own files are private
         self.job_umask = os.umask(0o077)
         try:
@@ -160,7 +162,7 @@ class Sandbox:
             " landlock in its lsm= list) or a seccomp profile refuses it"
         else:
             self.landlock = version
-            self._open_image()
+            self._open_image(version)
         if mode == "strict":
             self._insist()
         _non_dumpable()
@@ -205,15 +207,21 @@ class Sandbox:
         missing = "".join(f"; no {what}: {why}" for what, why in self.missing.items())
         return f"isolation {self.mode}: {said}; {limits}{missing}"
 
-    def _open_image(self) -> None:
-        for path in landlock.image_except([self._data_dir]):
+    def _open_image(self, version: int) -> None:
+        read = landlock.read_rights(version)
+        image = [(path, read) for path in landlock.image_except([self._data_dir])]
+        for path, rights in [
+            *image,
+            *((Path(each), read | landlock.WRITE_FILE) for each in _DEVICES),
+        ]:
             with contextlib.suppress(OSError):
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-                if landlock.is_directory(fd):
-                    self._folders.append(fd)
-                else:
+                mode = os.fstat(fd).st_mode
+                if stat.S_ISREG(mode):
                     os.close(fd)
-                    self._files.append(path)
+                    self._files.append((path, rights))
+                else:
+                    self._held.append(landlock.Rule(fd, rights, stat.S_ISDIR(mode), version))
 
     # -- one run ------------------------------------------------------------------------------
 
@@ -262,17 +270,15 @@ class Sandbox:
         ruleset = landlock.Ruleset(self.landlock)
         try:
             read = landlock.read_rights(self.landlock)
-            for fd in self._folders:
-                ruleset.allow_fd(fd, read, directory=True)
-            for path in self._files:
-                ruleset.allow(path, read)
+            for rule in self._held:
+                ruleset.add(rule)
+            for path, rights in self._files:
+                ruleset.allow(path, rights)
             for shared in self._readable:
                 ruleset.allow(shared, read)
             every = landlock.all_rights(self.landlock)
             for own in (workdir, tmpdir, Path(_SHARED_MEMORY), *self._writable):
                 ruleset.allow(own, every)
-            for device in _DEVICES:
-                ruleset.allow(device, read | landlock.WRITE_FILE)
         except BaseException:
             ruleset.close()
             raise

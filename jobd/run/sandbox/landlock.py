@@ -58,6 +58,18 @@ def read_rights(version: int) -> int:
     return (EXECUTE | READ_FILE | READ_DIR) | (IOCTL_DEV if version >= 5 else 0)
 
 
+class Rule:
+    """`rights` beneath a folder (or on a file) held open as `fd`, packed once: the rules
+    every run has in common are added to each run's ruleset without being built again."""
+
+    def __init__(self, fd: int, rights: int, directory: bool, version: int) -> None:
+        rights &= all_rights(version)
+        if not directory:
+            rights &= _FILE_RIGHTS
+        # struct landlock_path_beneath_attr is packed: u64 allowed_access, s32 parent_fd
+        self.attr = ctypes.create_string_buffer(struct.pack("=Qi", rights, fd), 12)
+
+
 class Ruleset:
     """One run's rules. The descriptor is inherited by the child, which enforces it."""
 
@@ -91,12 +103,10 @@ class Ruleset:
             os.close(fd)
 
     def allow_fd(self, fd: int, rights: int, directory: bool) -> None:
-        rights &= self.handled
-        if not directory:
-            rights &= _FILE_RIGHTS
-        # struct landlock_path_beneath_attr is packed: u64 allowed_access, s32 parent_fd
-        attr = ctypes.create_string_buffer(struct.pack("=Qi", rights, fd), 12)
-        if _syscall(_ADD_RULE, self.fd, _RULE_PATH_BENEATH, attr, 0) < 0:
+        self.add(Rule(fd, rights, directory, self.version))
+
+    def add(self, rule: Rule) -> None:
+        if _syscall(_ADD_RULE, self.fd, _RULE_PATH_BENEATH, rule.attr, 0) < 0:
             raise _error("landlock_add_rule")
 
     def close(self) -> None:
