@@ -13,6 +13,7 @@ gone, run.sh is started from the daemon itself (see local).
 
 from __future__ import annotations
 
+import array
 import contextlib
 import ctypes
 import errno
@@ -222,10 +223,14 @@ def _serve(sock: socket.socket, other: socket.socket) -> None:
 def _settle(keep: int) -> None:
     """The helper holds nothing of the daemon's but its socket; it ends with the daemon's
     thread that forked it; its memory (jobd's environment: the token) is not readable
-    through /proc; Ctrl-C at a terminal is the daemon's to handle."""
+    through /proc; Ctrl-C at a terminal is the daemon's to handle. Its signals are set up
+    so that exec gives run.sh the defaults: caught ones are reset by exec itself, and
+    Python's ignored SIGPIPE and SIGXFSZ are restored here, once."""
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, lambda number, frame: None)
+    for number in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(number, signal.SIG_DFL)
     os.closerange(3, keep)
     os.closerange(keep + 1, 1 << 20)
     for fd in (0, 1, 2):  # so that no received descriptor lands on a standard one
@@ -236,28 +241,31 @@ def _settle(keep: int) -> None:
 
 
 def _receive(sock: socket.socket) -> tuple[Launch, list[int]] | None:
-    head, fds, _, _ = socket.recv_fds(sock, _LENGTH.size, 64, socket.MSG_WAITALL)
+    # every descriptor but the three run.sh gets is closed by its exec (socket.recv_fds
+    # would drop these flags)
+    flags = socket.MSG_WAITALL | socket.MSG_CMSG_CLOEXEC
+    head, ancillary, _, _ = sock.recvmsg(_LENGTH.size, socket.CMSG_SPACE(64 * 4), flags)
     if len(head) < _LENGTH.size:
         return None
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
     (length,) = _LENGTH.unpack(head)
-    body = sock.recv(length, socket.MSG_WAITALL)
-    fields = json.loads(body)
+    fields = json.loads(sock.recv(length, socket.MSG_WAITALL))
     fields["rlimits"] = [tuple(pair) for pair in fields["rlimits"]]
-    return Launch(**fields), fds
+    return Launch(**fields), list(fds)
 
 
 def _become(launch: Launch, fds: list[int]) -> None:
     """In the clone: become run.sh, or say why not on the report pipe, and exit."""
-    report = fds[_REPORT]
+    report = fds[_REPORT]  # closed by exec: the daemon's sign that run.sh runs
     stage = "start"
     try:
-        os.set_inheritable(report, False)  # exec closes it: the daemon's sign that run.sh runs
         for target, fd in ((0, fds[_STDIN]), (1, fds[_STDOUT]), (2, fds[_STDERR])):
             os.dup2(fd, target)
         os.chdir(launch.cwd)
         os.umask(launch.umask)
-        for each in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
-            signal.signal(each, signal.SIG_DFL)
         os.setsid()
         if launch.uid is not None:
             os.setgroups([])
