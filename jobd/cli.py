@@ -25,6 +25,7 @@ from jobd.config.options import (
 )
 from jobd.config.profile import profile_path, read_profile
 from jobd.errors import ConfigError
+from jobd.run.executors.spawner import Spawner
 
 #: What a shell reports for a process ended by SIGPIPE.
 EXIT_BROKEN_PIPE = 128 + 13
@@ -163,9 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = Config.resolve(vars(args), os.environ)
     except ConfigError as exc:
         parser.exit(2, f"jobd: error: {exc}\n")
+    spawner = Spawner.start()  # while jobd is one thread, and before the server's imports
     from jobd.server import serve  # the server's imports are only needed to serve
 
-    return serve(config)
+    return serve(config, spawner)
 
 
 def _run_worker(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -173,9 +175,10 @@ def _run_worker(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
         config = WorkerConfig.resolve(vars(args), os.environ)
     except ConfigError as exc:
         parser.exit(2, f"jobd worker: error: {exc}\n")
+    spawner = Spawner.start()  # while jobd is one thread, and before the worker's imports
     from jobd.worker.main import run_worker  # a worker needs none of the server's imports
 
-    return run_worker(config)
+    return run_worker(config, spawner)
 
 
 def _completion(parser: argparse.ArgumentParser, shell: str) -> int:

@@ -259,14 +259,13 @@ def _warn_sealed(closed: list[Path]) -> None:
         )
 
 
-def serve(config: Config) -> int:
+def serve(config: Config, spawner: Spawner | None = None) -> int:
     layout = Layout(config.data_dir)
     try:
         layout.lock()
     except DataDirUnusable as exc:
         log.error("%s", exc)
         return 1
-    spawner = Spawner.start()  # while jobd is one thread
     exit_with_launcher()
     procs.adopt_orphans()
     try:

@@ -29,7 +29,7 @@ SEND_GRACE = 30.0
 REAP_EVERY = 5.0
 
 
-def run_worker(config: WorkerConfig) -> int:
+def run_worker(config: WorkerConfig, spawner: Spawner | None = None) -> int:
     layout = Layout(config.data_dir)
     try:
         layout.lock()
@@ -38,7 +38,6 @@ def run_worker(config: WorkerConfig) -> int:
     except DataDirUnusable as exc:
         log.error("%s", exc)
         return 1
-    spawner = Spawner.start()  # while jobd is one thread
     procs.adopt_orphans()
     end_leftovers(layout)
     try:

@@ -27,7 +27,7 @@ import struct
 import threading
 from dataclasses import asdict, dataclass
 
-from jobd.run.sandbox.confine import confine_self
+from jobd.run.sandbox.in_child import confine_self
 
 log = logging.getLogger("jobd")
 

@@ -31,6 +31,7 @@ from jobd.errors import ConfigError
 from jobd.models import NO_LIMITS, JobLimits
 from jobd.run.sandbox import landlock
 from jobd.run.sandbox.cgroups import Cgroups, CgroupsUnavailable, JobGroup
+from jobd.run.sandbox.in_child import confine_self
 from jobd.run.sandbox.users import JobUsers, why_not
 from jobd.store.layout import Layout
 
@@ -348,23 +349,3 @@ def _tasks_of(uid: int) -> int:
                         text = stat.read()
                     count += int(text[text.rfind(b")") + 2 :].split()[17])
     return count
-
-
-def confine_self(
-    joiners: list[int], rlimits: list[tuple[int, int]], ruleset: int | None, isolate: bool
-) -> None:
-    """What the child does to itself, between fork and exec: join its cgroups, take its
-    rlimits, enforce its ruleset. It runs in a copy of a threaded daemon (or of the spawner),
-    so it only makes system calls: nothing that takes a lock."""
-    try:
-        for fd in joiners:
-            os.write(fd, b"0")
-        for which, value in rlimits:
-            resource.setrlimit(which, (value, value))
-        if ruleset is not None:
-            landlock.enforce(ruleset)
-        elif isolate:
-            landlock.no_new_privs()
-    except (OSError, ValueError) as exc:  # stderr is jobd.stderr by now
-        os.write(2, f"jobd: run.sh could not be confined: {exc}\n".encode())
-        raise
