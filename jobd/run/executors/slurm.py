@@ -10,6 +10,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ WRAPPER = "slurm-job.sh"
 EXIT_FILE = "slurm-exitcode"
 #: The attempt being submitted: the wrapper, written once, reads it for JOBD_ATTEMPT.
 ATTEMPT_FILE = "slurm-attempt"
+#: seconds an answer to "are sbatch, squeue and scancel here?" holds
+TOOLS_CHECK_EVERY = 10.0
 _SQUEUE_FORMAT = "JobID:|,State:|,Reason:|,exit_code:|"
 #: Slurm's end states, and how each reads in a job's Message.
 _END_STATES = {
@@ -74,9 +77,18 @@ class SlurmExecutor:
         self._defaults = [f"--partition={partition}"] if partition else []
         self._defaults += [f"--account={account}"] if account else []
         self._defaults += _group_options(list(extra_args))
+        self._tools_checked: tuple[float, str | None] | None = None
 
     def missing(self) -> str | None:
-        """Why Slurm jobs cannot be submitted from here, if they cannot."""
+        """Why Slurm jobs cannot be submitted from here, if they cannot. Looked up again
+        after TOOLS_CHECK_EVERY: /health asks each time, and a PATH search is dozens of
+        stat calls."""
+        now = time.monotonic()
+        if self._tools_checked is None or now - self._tools_checked[0] >= TOOLS_CHECK_EVERY:
+            self._tools_checked = (now, self._look_for_tools())
+        return self._tools_checked[1]
+
+    def _look_for_tools(self) -> str | None:
         for tool in ("sbatch", "squeue", "scancel"):
             if shutil.which(tool, path=self._env.get("PATH")) is None:
                 return f"{tool} is not installed or not on jobd's PATH"

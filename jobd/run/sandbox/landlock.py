@@ -28,7 +28,9 @@ _SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1
 #: What applies to a file rather than a directory (a rule on a file may grant no more).
 _FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV
 
-_libc = ctypes.CDLL(None, use_errno=True)
+# called with the GIL held: each call is a quick system call, and a run's ruleset takes
+# a hundred of them, which would each hand the GIL to another thread and back
+_libc = ctypes.PyDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 _prctl = _libc.prctl
