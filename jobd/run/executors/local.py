@@ -62,9 +62,7 @@ class LocalExecutor:
 
     def start(self, workdir: Path, job_env: Mapping[str, str], limits: JobLimits) -> Run:
         """Start run.sh in `workdir`, confined, with `job_env` on top of jobd's environment."""
-        script = workdir / "run.sh"
-        with open(script, "rb") as head:
-            first_line = head.readline(256)
+        first_line = _first_line(workdir / "run.sh")
         argv = runsh.command(first_line)
         mark = procs.mark_for(workdir)
         try:
@@ -87,16 +85,16 @@ class LocalExecutor:
         self, argv: list[str], workdir: Path, env: dict[str, str], cell: Cell, first_line: bytes
     ) -> subprocess.Popen[bytes] | Child:
         delay = BUSY_FIRST_DELAY
-        with (
-            open(workdir / runsh.STDOUT, "wb") as out,
-            open(workdir / runsh.STDERR, "wb") as err,
-        ):
+        out = err = -1
+        try:
+            out = _create(workdir / runsh.STDOUT)
+            err = _create(workdir / runsh.STDERR)
             if cell.uid is not None:
-                os.fchown(out.fileno(), cell.uid, cell.uid)
-                os.fchown(err.fileno(), cell.uid, cell.uid)
+                os.fchown(out, cell.uid, cell.uid)
+                os.fchown(err, cell.uid, cell.uid)
             for tries_left in range(BUSY_TRIES - 1, -1, -1):
                 try:
-                    return self._start(argv, workdir, env, cell, out.fileno(), err.fileno())
+                    return self._start(argv, workdir, env, cell, out, err)
                 except (subprocess.SubprocessError, ConfineFailed):  # the child said why
                     raise StartError("run.sh could not be confined; see jobd.stderr") from None
                 except OSError as exc:
@@ -104,6 +102,10 @@ class LocalExecutor:
                         raise StartError(_start_failure(first_line, exc)) from None
                     time.sleep(delay)
                     delay *= 2
+        finally:
+            for fd in (out, err):
+                if fd >= 0:
+                    os.close(fd)
         raise AssertionError("unreachable")
 
     def _start(
@@ -180,6 +182,22 @@ class LocalExecutor:
         run.out_of_memory = run.cell.out_of_memory()
         self._sandbox.leave(run.cell)
         return code
+
+
+def _create(path: Path) -> int:
+    """As open(path, "wb") makes it, without the buffered file's own system calls."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+
+
+def _first_line(script: Path) -> bytes:
+    """run.sh's first line (at most 256 bytes, with its newline): its #! line, if any."""
+    fd = os.open(script, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        head = os.read(fd, 256)
+    finally:
+        os.close(fd)
+    end = head.find(b"\n")
+    return head if end < 0 else head[: end + 1]
 
 
 def _exits_within(pid: int, timeout: float) -> bool:

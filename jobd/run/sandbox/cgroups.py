@@ -153,6 +153,19 @@ class Cgroups:
             _write(base / "cgroup.subtree_control", " ".join(f"+{c}" for c in _CONTROLLERS))
         return base
 
+    def _make_group(self, key: str, folder: Path) -> None:
+        """One mkdir when all is as it should be; else what an earlier daemon left under the
+        name goes first (rmdir refuses a group with a live process), and a daemon's folder
+        another daemon's sweep took is made again."""
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            folder.rmdir()
+            folder.mkdir()
+        except FileNotFoundError:
+            self._base(key)
+            folder.mkdir()
+
     def close(self) -> None:
         for base in self._bases.values():
             with contextlib.suppress(OSError):
@@ -160,10 +173,16 @@ class Cgroups:
 
     def make(self, name: str, memory: int | None, processes: int | None) -> JobGroup:
         """A fresh group for one run (what an earlier daemon left under the name goes)."""
-        group = JobGroup(self.version, {key: self._base(key) / name for key in self._bases})
-        group.remove()
-        for folder in group.folders.values():
-            folder.mkdir()
+        group = JobGroup(self.version, {key: self._bases[key] / name for key in self._bases})
+        made = []
+        try:
+            for key, folder in group.folders.items():
+                self._make_group(key, folder)
+                made.append(folder)
+        except OSError:
+            for folder in made:
+                folder.rmdir()
+            raise
         try:
             group.limit(memory, processes)
         except OSError:

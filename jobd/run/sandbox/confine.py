@@ -230,8 +230,11 @@ class Sandbox:
         """Confine a run that is about to start in `workdir` (inside `job_dir`); `name` is
         unique to the job in this data dir."""
         tmpdir = self._scratch / name
-        shutil.rmtree(tmpdir, ignore_errors=True)
-        tmpdir.mkdir(mode=0o700)
+        try:
+            tmpdir.mkdir(mode=0o700)
+        except FileExistsError:  # an earlier daemon's, left by a kill
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            tmpdir.mkdir(mode=0o700)
         cell = Cell(tmpdir, {"TMPDIR": str(tmpdir)}, limits=limits)
         try:
             if self.users is not None:
