@@ -3,6 +3,7 @@ result streamed as base64), logs, cancel, the job list and services."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import math
@@ -20,7 +21,7 @@ from jobd.formats.archive import base64_chunks_of, base64_length
 from jobd.http.auth import owner
 from jobd.http.multipart import json_body
 from jobd.http.responses import SEND_HEADERS, json_response, read_all, refuse_large_body, size_of
-from jobd.http.slots import WaitSlots
+from jobd.http.slots import SMALL_BODY, WaitSlots
 from jobd.jobs.service import JobService
 from jobd.models import Job, JobStatus
 
@@ -92,6 +93,11 @@ def _with_output(job: Job, zipped: BinaryIO, status: int, slots: WaitSlots) -> H
     head = (json.dumps(body)[:-1] + ', "Output": "').encode()
     tail = b'"}'
     size = size_of(zipped)
+    length = len(head) + base64_length(size) + len(tail)
+    headers = {"Content-Type": "application/json", "Content-Length": str(length)}
+    if length <= SMALL_BODY:  # in one piece: one write to the client, not one per chunk
+        with zipped:
+            return HTTPResponse(head + base64.b64encode(zipped.read()) + tail, status, headers)
 
     def stream() -> Iterator[bytes]:
         with zipped:
@@ -99,8 +105,6 @@ def _with_output(job: Job, zipped: BinaryIO, status: int, slots: WaitSlots) -> H
             yield from base64_chunks_of(zipped)
             yield tail
 
-    length = len(head) + base64_length(size) + len(tail)
-    headers = {"Content-Type": "application/json", "Content-Length": str(length)}
     return HTTPResponse(slots.sized(stream(), length), status, headers)
 
 
