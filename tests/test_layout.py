@@ -17,7 +17,18 @@ PACKAGE = REPO_ROOT / "jobd"
 #: Each layer may import those below it and itself; "client" only the shared layer; the
 #: worker (jobd worker) sits beside jobs (the central's), and neither imports the other.
 LAYERS = {"shared": 0, "store": 1, "run": 2, "jobs": 3, "worker": 3, "http": 4, "entry": 5}
-SHARED = {"jobd", "errors", "models", "logs", "loop", "metrics", "frozen", "config", "formats"}
+SHARED = {
+    "jobd",
+    "errors",
+    "models",
+    "logs",
+    "loop",
+    "metrics",
+    "frozen",
+    "sysfiles",
+    "config",
+    "formats",
+}
 ENTRY = {"__main__", "cli", "server"}
 
 

@@ -24,6 +24,8 @@ _WHITESPACE = b" \t\r\n"
 _STORE_ABOVE_RATIO = 0.9
 #: Files this small are stored: deflating saves next to nothing and costs a compressor each.
 _STORE_BELOW = 1024
+#: A result's files up to this size are read whole and written to its zip in one piece.
+_READ_WHOLE = 1 << 16
 #: Read size for base64 output: a multiple of 3, so the pieces concatenate without padding.
 _ENCODE_BLOCK = 3 * (1 << 16)
 #: Told what an upload's zip leaves out: its name in the zip, and why.
@@ -280,6 +282,11 @@ def zip_directory(root: Path, dest: Path, left_out: LeftOut | None = None) -> No
         for path, arcname in _files_under(str(root), "", str(root), left_out):
             if arcname.endswith("/"):
                 archive.writestr(arcname, b"")
+                continue
+            info = zipfile.ZipInfo.from_file(path, arcname)
+            data = _small_contents(path) if info.file_size <= _READ_WHOLE else None
+            if data is not None:  # most of a result: one read and one write each
+                archive.writestr(info, data, _compression_of(data))
             else:
                 archive.write(path, arcname, _compression(path))
 
@@ -327,12 +334,25 @@ def _why_not(path: str, real: str, inside: bool) -> str:
     return "a link to a folder" if os.path.isdir(real) else "a link to something not a file"
 
 
+def _small_contents(path: str) -> bytes | None:
+    """The file's bytes, if it holds at most _READ_WHOLE: a running job's file may grow."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, _READ_WHOLE + 1)
+    finally:
+        os.close(fd)
+    return data if len(data) <= _READ_WHOLE else None
+
+
 def _compression(path: str) -> int:
     """Deflate what shrinks; store what does not (compressed data, random bytes) or is tiny."""
-    if os.path.getsize(path) <= _STORE_BELOW:
-        return zipfile.ZIP_STORED
     with open(path, "rb") as data:
-        head = data.read(1 << 16)
+        return _compression_of(data.read(1 << 16))
+
+
+def _compression_of(head: bytes) -> int:
+    if len(head) <= _STORE_BELOW:
+        return zipfile.ZIP_STORED
     if len(zlib.compress(head, 1)) < _STORE_ABOVE_RATIO * len(head):
         return zipfile.ZIP_DEFLATED
     return zipfile.ZIP_STORED

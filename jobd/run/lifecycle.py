@@ -128,7 +128,7 @@ class Lifecycle:
         workdir = self._layout.work_dir(job_id)
         workdir.mkdir(parents=True, exist_ok=True)  # gone only if a re-run's unpacking failed
         for name in (STDOUT, STDERR):  # every result has both, even if run.sh never ran
-            open(workdir / name, "ab").close()
+            os.close(os.open(workdir / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
         result = self._layout.result_zip(job_id)
         part = result.with_name(result.name + ".part")
         try:

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobd.sysfiles import read_small
+
 #: The variable that marks a run's processes.
 MARK = "_JOBD_RUN"  # not JOBD_*: those never reach run.sh
 #: How long ending a run waits for SIGKILL to take effect.
@@ -57,8 +59,9 @@ def _children(pid: int | str) -> list[int]:
     found = []
     with contextlib.suppress(OSError):
         for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as listing:
-                found += [int(child) for child in listing.read().split()]
+            found += [
+                int(child) for child in read_small(f"/proc/{pid}/task/{task}/children").split()
+            ]
     return found
 
 
@@ -66,8 +69,7 @@ def _adopted() -> list[int]:
     if _adopted_list is None:
         return []
     try:
-        with open(_adopted_list) as listing:
-            return [int(pid) for pid in listing.read().split()]
+        return [int(pid) for pid in read_small(_adopted_list).split()]
     except OSError:
         return []
 
@@ -90,8 +92,7 @@ def mark_for(workdir: Path) -> str:
 def _stat_fields(pid: int | str) -> list[str] | None:
     """Fields of /proc/PID/stat after the command name (which may hold spaces)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            text = stat.read().decode()
+        text = read_small(f"/proc/{pid}/stat").decode()
     except OSError:
         return None
     return text[text.rfind(")") + 2 :].split()
@@ -110,8 +111,7 @@ def _carries(pid: int | str, needle: bytes) -> bool | None:
     empty, though it still runs. Either lasts a moment (longer on a loaded machine): look
     again."""
     try:
-        with open(f"/proc/{pid}/environ", "rb") as environ:
-            text = environ.read()
+        text = read_small(f"/proc/{pid}/environ")
     except PermissionError:  # not ours to read
         return False
     except OSError:  # gone, or without memory (as said below)

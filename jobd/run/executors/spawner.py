@@ -122,34 +122,40 @@ class Spawner:
 
     def spawn(self, launch: Launch, fds: list[int]) -> Child:
         """Start run.sh; OSError when exec fails (as subprocess raises it), ConfineFailed
-        when the child could not confine itself, SpawnerGone when the helper is."""
+        when the child could not confine itself, SpawnerGone when the helper is gone and
+        started nothing. The clone's first word on the report pipe is its PID, so a run.sh
+        started just before the helper died is still known (never started twice)."""
         body = json.dumps(asdict(launch)).encode()
         report, report_end = os.pipe()
+        reply = b""
         try:
-            with self._lock:
-                try:
-                    _send(
-                        self._sock, _LENGTH.pack(len(body)) + body, [*fds[:3], report_end, *fds[3:]]
-                    )
-                    os.close(report_end)
-                    report_end = -1
-                    reply = self._sock.recv(_REPLY.size, socket.MSG_WAITALL)
-                except OSError as exc:
-                    raise SpawnerGone(str(exc)) from None
-            if len(reply) != _REPLY.size:
-                raise SpawnerGone("the helper closed its end")
-            pid, number = _REPLY.unpack(reply)
-            if pid <= 0:
-                raise SpawnerGone(f"clone: {os.strerror(number)}")
-            said = _read_all(report)
+            # OSError: the helper is gone; the report tells whether it started anything
+            with self._lock, contextlib.suppress(OSError):
+                head = _LENGTH.pack(len(body)) + body
+                _send(self._sock, head, [*fds[:3], report_end, *fds[3:]])
+                os.close(report_end)
+                report_end = -1
+                reply = self._sock.recv(_REPLY.size, socket.MSG_WAITALL)
+            if report_end >= 0:
+                os.close(report_end)
+                report_end = -1
+            said = _read_all(report)  # to its end: the clone's exec (or exit) closes it
         finally:
             os.close(report)
             if report_end >= 0:
                 os.close(report_end)
-        if not said:  # exec closed the report's end: run.sh is running
-            return Child(pid)
-        Child(pid).wait()
-        stage, _, number = said.decode().partition(":")
+        started, _, failure = said.partition(b"\n")
+        if not started:
+            pid, number = _REPLY.unpack(reply) if len(reply) == _REPLY.size else (-1, 0)
+            if pid > 0:  # the clone ended before it could say a word
+                Child(pid).wait()
+                raise ConfineFailed("start")
+            raise SpawnerGone(f"clone: {os.strerror(number)}" if number else "it has ended")
+        child = Child(int(started))
+        if not failure:  # run.sh is running
+            return child
+        child.wait()
+        stage, _, number = failure.decode().partition(":")
         if stage == "exec":
             raise OSError(int(number), os.strerror(int(number)))
         raise ConfineFailed(stage)
@@ -262,6 +268,7 @@ def _become(launch: Launch, fds: list[int]) -> None:
     report = fds[_REPORT]  # closed by exec: the daemon's sign that run.sh runs
     stage = "start"
     try:
+        os.write(report, b"%d\n" % os.getpid())
         for target, fd in ((0, fds[_STDIN]), (1, fds[_STDOUT]), (2, fds[_STDERR])):
             os.dup2(fd, target)
         os.chdir(launch.cwd)

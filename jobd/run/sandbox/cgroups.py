@@ -12,6 +12,8 @@ import errno
 import os
 from pathlib import Path
 
+from jobd.sysfiles import read_small, write_small
+
 _CONTROLLERS = ("memory", "pids")
 
 
@@ -43,13 +45,11 @@ def _own_paths() -> dict[str, str]:
 
 
 def _read(path: Path) -> str:
-    with open(path) as file:
-        return file.read()
+    return read_small(path).decode()
 
 
 def _write(path: Path, text: str) -> None:
-    with open(path, "w") as file:
-        file.write(text)
+    write_small(path, text.encode())
 
 
 class Cgroups:

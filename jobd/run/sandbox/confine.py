@@ -209,16 +209,18 @@ class Sandbox:
         return f"isolation {self.mode}: {said}; {limits}{missing}"
 
     def _open_image(self, version: int) -> None:
-        read = landlock.read_rights(version)
-        image = [(path, read) for path in landlock.image_except([self._data_dir])]
-        for path, rights in [
-            *image,
-            *((Path(each), read | landlock.WRITE_FILE) for each in _DEVICES),
-        ]:
+        """The image's links are left out: what one leads to is granted where it lies (a
+        path is checked once resolved), and /dev/stdout would lead to jobd's own log."""
+        read, nofollow = landlock.read_rights(version), os.O_NOFOLLOW
+        image = [(path, read, nofollow) for path in landlock.image_except([self._data_dir])]
+        devices = [(Path(each), read | landlock.WRITE_FILE, 0) for each in _DEVICES]
+        for path, rights, follow in [*image, *devices]:
             with contextlib.suppress(OSError):
-                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC | follow)
                 mode = os.fstat(fd).st_mode
-                if stat.S_ISREG(mode):
+                if stat.S_ISLNK(mode):
+                    os.close(fd)
+                elif stat.S_ISREG(mode):
                     os.close(fd)
                     self._files.append((path, rights))
                 else:
