@@ -281,3 +281,28 @@ def test_a_fork_bomb_is_held_while_jobd_and_other_jobs_go_on(limited, shared, ga
     if cgroups:
         assert max(refused) > 0, "the fork bomb never reached its process limit"
     assert daemon.proc is not None and daemon.proc.poll() is None, "jobd ended"
+
+
+def _memory_groups() -> int:
+    """Memory cgroups the kernel holds, removed ones still charged for pages included."""
+    for line in Path("/proc/cgroups").read_text().splitlines():
+        if line.startswith("memory\t"):
+            return int(line.split()[2])
+    pytest.skip("no memory controller here")
+
+
+def test_a_job_without_a_memory_limit_makes_no_memory_group(jobd):
+    """A memory group outlives its removal while the files its job wrote are cached (on
+    tmpfs, while they are kept): one per job would pile up in the kernel by the thousand."""
+    if os.geteuid() != 0:
+        pytest.skip("jobd makes cgroups only as root")
+    daemon = jobd.start("--workers", "2")
+    if daemon.api("GET", "/health").json()["isolation"]["cgroups"] is None:
+        pytest.skip("no cgroups for jobd here")
+    before = _memory_groups()
+    ids = [daemon.submit({"run.sh": script("echo out; echo err >&2")})["ID"] for _ in range(30)]
+    for job_id in ids:
+        assert daemon.wait_done(job_id)["Status"] == "SUCCESS"
+    assert _memory_groups() - before < 10  # other tests' daemons may come and go meanwhile
+    limited = daemon.submit({"run.sh": HOG}, limits={"memory": "64M"})["ID"]
+    assert_ended_for_memory(daemon, daemon.wait_done(limited, timeout=60))  # one when asked

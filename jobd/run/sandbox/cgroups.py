@@ -171,9 +171,17 @@ class Cgroups:
             with contextlib.suppress(OSError):
                 base.rmdir()
 
-    def make(self, name: str, memory: int | None, processes: int | None) -> JobGroup:
-        """A fresh group for one run (what an earlier daemon left under the name goes)."""
-        group = JobGroup(self.version, {key: self._bases[key] / name for key in self._bases})
+    def make(self, name: str, memory: int | None, processes: int | None) -> JobGroup | None:
+        """A fresh group for one run, in the controllers its limits need; None without
+        limits. A memory group outlives its rmdir while pages the run wrote are charged to
+        it (its files in the page cache, or on tmpfs, for as long as they are kept), so one
+        is made only to hold a memory limit: thousands of such dying groups slow the kernel."""
+        limited = {"memory": memory is not None, "pids": processes is not None}
+        any_limit = memory is not None or processes is not None
+        keys = [key for key in self._bases if limited.get(key, any_limit)]  # v2: one folder
+        if not keys:
+            return None
+        group = JobGroup(self.version, {key: self._bases[key] / name for key in keys})
         made = []
         try:
             for key, folder in group.folders.items():
@@ -235,6 +243,8 @@ class JobGroup:
 
     def out_of_memory(self) -> bool:
         """Whether the kernel's OOM killer ended a process of the group."""
+        if self.version == "v1" and "memory" not in self.folders:
+            return False
         name = "memory.events" if self.version == "v2" else "memory.oom_control"
         try:
             text = _read(self._file("memory", name))

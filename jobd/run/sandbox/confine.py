@@ -252,7 +252,7 @@ class Sandbox:
             cell.spawned()
             self.leave(cell)
             raise
-        cell.rlimits = [] if cell.group else _rlimits(limits, cell.uid)
+        cell.rlimits = [] if self.cgroups else _rlimits(limits, cell.uid)
         cell.isolate = self.on
         return cell
 
