@@ -27,6 +27,7 @@ NOT_RUN = {
     "scripts/build-binary.sh": "builds the binary and the images: tests/test_docker.py does",
     "SERVICE_EXAMPLE_UPLOAD_URL": "job-orchestrator's settings, not commands",
     "pip install '.[test]' && python bench/bench.py": "a benchmark that runs for minutes",
+    "pip install '.[test]' && python bench/cost.py": "a benchmark that runs for minutes",
     "# head node (reachable as head:8080)": "two hosts: tests/test_pull_workers.py runs it",
 }
 
