@@ -90,7 +90,8 @@ class Spawner:
     def start(cls) -> Spawner | None:
         """Fork the helper, from a thread that lives as long as jobd (a child's parent is a
         thread: jobd's main thread has only adopted orphans for children, see procs).
-        None where it cannot be done safely: jobd already has threads, or no clone."""
+        None where it cannot be done safely (jobd already has threads) or fork fails; a
+        kernel that refuses the clone is found out at the first run (SpawnerGone)."""
         if threading.active_count() != 1:
             return None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
