@@ -18,12 +18,17 @@ def read_small(path: Path | str) -> bytes:
     """The whole file, for files the kernel makes up on read (one read may not be all)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        chunks = []
-        while chunk := os.read(fd, _MOST):
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return read_to_end(fd)
     finally:
         os.close(fd)
+
+
+def read_to_end(fd: int) -> bytes:
+    """What a descriptor gives until its end (a file's, or a pipe's last writer closing)."""
+    chunks = []
+    while chunk := os.read(fd, _MOST):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def write_small(path: Path | str, data: bytes) -> None:

@@ -56,15 +56,17 @@ def test_run_sh_is_the_daemons_child_holding_only_its_own_files(jobd, shared, ga
     assert daemon.wait_done(job_id)["Status"] == "SUCCESS"
 
 
+def _helpers(parent: int) -> list[int]:
+    """The daemon's children that are jobd too (not a run.sh)."""
+    own = Path(f"/proc/{parent}/cmdline").read_bytes()
+    return [pid for pid in _children(parent) if Path(f"/proc/{pid}/cmdline").read_bytes() == own]
+
+
 def test_jobs_start_when_the_helper_is_killed(jobd, shared, gates):
     daemon = jobd.start()
     gate = gates()
     job_id, _, parent = _held_job(daemon, shared, gate)
-    helpers = [
-        pid
-        for pid in _children(parent)
-        if Path(f"/proc/{pid}/cmdline").read_bytes() == Path(f"/proc/{parent}/cmdline").read_bytes()
-    ]
+    helpers = _helpers(parent)
     assert len(helpers) == 1, helpers
     os.kill(helpers[0], signal.SIGKILL)
     wait_until(lambda: proc_gone(helpers[0]), 10, "the helper to be gone")
@@ -76,3 +78,11 @@ def test_jobs_start_when_the_helper_is_killed(jobd, shared, gates):
         assert job["Status"] == "SUCCESS", job
     assert daemon.log().count("the process that starts run.sh is gone") == 1
     assert daemon.api("GET", "/health").status_code == 200
+
+
+def test_the_helper_ends_with_a_killed_daemon(jobd, shared, gates):
+    daemon = jobd.start()
+    _, _, parent = _held_job(daemon, shared, gates())
+    (helper,) = _helpers(parent)
+    daemon.kill9()
+    wait_until(lambda: proc_gone(helper), 10, "the helper to end with the daemon")

@@ -28,6 +28,7 @@ import threading
 from dataclasses import asdict, dataclass
 
 from jobd.run.sandbox.in_child import confine_self
+from jobd.sysfiles import read_to_end
 
 log = logging.getLogger("jobd")
 
@@ -140,7 +141,7 @@ class Spawner:
             if report_end >= 0:
                 os.close(report_end)
                 report_end = -1
-            said = _read_all(report)  # to its end: the clone's exec (or exit) closes it
+            said = read_to_end(report)  # to its end: the clone's exec (or exit) closes it
         finally:
             os.close(report)
             if report_end >= 0:
@@ -178,13 +179,6 @@ def _send(sock: socket.socket, data: bytes, fds: list[int]) -> None:
     sent = socket.send_fds(sock, [data], fds)
     if sent < len(data):
         sock.sendall(data[sent:])
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 4096):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # -- in the helper ------------------------------------------------------------------------------
@@ -285,9 +279,7 @@ def _become(launch: Launch, fds: list[int]) -> None:
         confine_self(
             joiners, launch.rlimits, ruleset[0] if launch.ruleset else None, launch.isolate
         )
-        os.closerange(3, report)
-        os.closerange(report + 1, 1 << 20)
-        stage = "exec"
+        stage = "exec"  # every descriptor but 0, 1 and 2 is close-on-exec (see _receive)
         os.execve(launch.argv[0], launch.argv, launch.env)
     except BaseException as exc:  # the child must never return into the helper's loop
         number = exc.errno if isinstance(exc, OSError) and exc.errno else 0
