@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import os
 import signal
@@ -84,9 +85,16 @@ def reap_adopted() -> None:
 
 
 def mark_for(workdir: Path) -> str:
-    """The mark of runs in `workdir`: the same across restarts, so a new daemon finds what
-    an earlier one left running, and unique to this data dir's job."""
-    return hashlib.sha256(os.fsencode(workdir.resolve())).hexdigest()[:32]
+    """The mark of runs in `workdir` (`<jobs>/<id>/work`): the same across restarts, so a new
+    daemon finds what an earlier one left running, and unique to this data dir's job."""
+    real = os.path.join(_resolved(workdir.parent.parent), workdir.parent.name, workdir.name)
+    return hashlib.sha256(os.fsencode(real)).hexdigest()[:32]
+
+
+@functools.lru_cache(maxsize=8)
+def _resolved(jobs: Path) -> str:
+    """Where the data dir's links lead, looked up once: below it, jobd makes the folders."""
+    return str(jobs.resolve())
 
 
 def _stat_fields(pid: int | str) -> list[str] | None:

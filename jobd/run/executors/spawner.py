@@ -25,7 +25,7 @@ import signal
 import socket
 import struct
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from jobd.run.sandbox.in_child import confine_self
 from jobd.sysfiles import read_to_end
@@ -127,7 +127,7 @@ class Spawner:
         when the child could not confine itself, SpawnerGone when the helper is gone and
         started nothing. The clone's first word on the report pipe is its PID, so a run.sh
         started just before the helper died is still known (never started twice)."""
-        body = json.dumps(asdict(launch)).encode()
+        body = json.dumps(vars(launch)).encode()  # asdict would deep-copy the environment
         report, report_end = os.pipe()
         reply = b""
         try:
