@@ -22,6 +22,9 @@ class _OneLine(logging.Formatter):
 
 
 def configure() -> None:
+    # what no line shows is not gathered for each one (the logging HOWTO's "Optimization")
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None  # the caller's file and line: a walk up the stack per line
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_OneLine("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])

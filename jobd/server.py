@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any
 
 import waitress
+from waitress.channel import HTTPChannel
 
 from jobd import __version__
 from jobd.config.options import Config
@@ -143,12 +144,30 @@ def tune(server: Any) -> None:
       turn polls every open connection, and a burst of hundreds would hold up the next one;
     - a connection's kernel send buffer is SEND_BUFFER, not autotuned to megabytes: a client
       that stops reading then holds that much, and no more is encoded for it while /health
-      waits for the GIL.
+      waits for the GIL;
+    - the loop does not spin on a connection whose request's thread is sending (see
+      _Channel).
     """
     for each in _listeners(server):
         _close_stalled(each)
         _accept_in_batches(each)
         _bound_send_buffer(each)
+        each.channel_class = _Channel
+
+
+class _Channel(HTTPChannel):
+    """While a request's thread sends (send_bytes=1), it holds the output's lock and the
+    loop cannot take it: writable, the connection would wake the loop again at once, about
+    three turns per answer, each taking the GIL from that thread. The thread wakes the loop
+    itself (waitress's trigger) when it leaves output unsent and when its request ends."""
+
+    def writable(self) -> bool:
+        if not super().writable():
+            return False
+        if not self.outbuf_lock.acquire(False):
+            return False
+        self.outbuf_lock.release()
+        return True
 
 
 def _close_stalled(each: Any) -> None:

@@ -358,7 +358,7 @@ class JobService:
             "version": __version__,
             "workers": self.config.workers,
             "workers_alive": alive,
-            "oldest_queued_age": round(time.time() - oldest.created_at, 3) if oldest else None,
+            "oldest_queued_age": None if oldest is None else round(time.time() - oldest, 3),
             "queued": counts[JobStatus.QUEUED.value],
             "running": counts[JobStatus.RUNNING.value],
             "jobs": counts,
