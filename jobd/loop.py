@@ -78,12 +78,15 @@ class Loop:
 
     def problems(self) -> list[str]:
         """For /health. A loop whose thread ended without a stop is started again here."""
-        found = []
-        with self._restarting:  # two /health requests at once restart it once
-            thread = self._thread
-            if thread is not None and not thread.is_alive() and not self.stopping:
-                self._restarted += 1
-                self.start()
+        found: list[str] = []
+        thread = self._thread
+        if thread is not None and not thread.is_alive() and not self.stopping:
+            with self._restarting:  # two /health requests at once restart it once
+                if self._thread is thread:
+                    self._restarted += 1
+                    self.start()
+        if not (self._restarted or self._failing or self._set_aside):
+            return found  # the common case, asked by every /health
         if self._restarted:
             found.append(f"the {self.thread_name} loop stopped and was restarted")
         if self._failing is not None:
