@@ -158,14 +158,22 @@ def tune(server: Any) -> None:
 class _Channel(HTTPChannel):
     """While a request's thread sends (send_bytes=1), it holds the output's lock and the
     loop cannot take it: writable, the connection would wake the loop again at once, about
-    three turns per answer, each taking the GIL from that thread. The thread wakes the loop
-    itself (waitress's trigger) when it leaves output unsent and when its request ends."""
+    three turns per answer, each taking the GIL from that thread. That thread wakes the loop
+    itself (waitress's trigger) when it leaves output unsent and when its request ends.
+    Where a thread waits for the loop (output over the high-water mark, a close), the loop
+    keeps its turn as waitress gives it."""
 
     def writable(self) -> bool:
         if not super().writable():
             return False
+        if (
+            self.will_close
+            or self.close_when_flushed
+            or self.total_outbufs_len > self.adj.outbuf_high_watermark
+        ):
+            return True
         if not self.outbuf_lock.acquire(False):
-            return False
+            return False  # a request's thread is sending
         self.outbuf_lock.release()
         return True
 

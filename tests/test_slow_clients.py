@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import pytest
 import requests
@@ -13,6 +14,8 @@ from conftest import assert_error, assert_status, script, unique_id, wait_until
 
 THREADS = 8  # 4 kept for quick answers, 4 for long ones
 RESULT_BYTES = 6_000_000  # random, so the zip stays this large: far over 1 MiB
+#: 8 MB read in 64 KiB pieces takes about 0.3 s here; waitress's loop turns once a second
+STALL_FREE = 5.0
 
 
 def _stalled_get(port: int, path: str) -> socket.socket:
@@ -62,6 +65,24 @@ def test_stalled_downloads_hold_only_their_slots_and_give_them_back(big_job):
     resp = daemon.api("GET", f"/api/get/{job_id}")
     assert_status(resp, 200)
     assert len(resp.content) > RESULT_BYTES
+
+
+def test_a_client_that_reads_in_small_pieces_gets_its_result_without_stalls(big_job):
+    """A thread past the high-water mark waits for waitress's loop to send; a loop that does
+    not look at the connection then leaves it waiting until its next turn (a second)."""
+    daemon, job_id = big_job
+    for _ in range(3):
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", daemon.port)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.sendall(f"GET /api/get/{job_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            received = 0
+            while received < RESULT_BYTES * 4 // 3 and (piece := sock.recv(65536)):
+                received += len(piece)
+                time.sleep(0.0005)  # a client slower than the daemon
+        took = time.monotonic() - started
+        assert received > RESULT_BYTES * 4 // 3
+        assert took < STALL_FREE, f"{took:.1f} s for {received} bytes: the answer stalled"
 
 
 def test_too_few_threads_are_refused_at_start(jobd):
