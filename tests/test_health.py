@@ -3,6 +3,9 @@ has waited, and `degraded` with the reasons in words."""
 
 from __future__ import annotations
 
+import time
+
+import requests
 from conftest import assert_status, script, unique_id, wait_until
 
 
@@ -36,3 +39,18 @@ def test_below_the_reserve_health_says_why(jobd):
     body = health.json()
     assert body["status"] == "degraded", body
     assert any("--min-free" in problem for problem in body["problems"]), body
+
+
+def test_health_is_healthy_while_the_workers_start(jobd):
+    """Workers start after recovery, behind the server: a /health that comes first finds none
+    running yet, and that is a start, not a loss."""
+    daemon = jobd.start("--workers", "8", wait_ready=False)
+    answers: list[dict] = []
+    deadline = time.monotonic() + 20
+    while not answers or answers[-1]["workers_alive"] < 8:  # as soon as it listens
+        assert time.monotonic() < deadline, f"the workers did not start: {answers[-1:]}"
+        try:
+            answers.append(requests.get(daemon.url + "/health", timeout=5).json())
+        except requests.ConnectionError:
+            time.sleep(0.001)  # not listening yet
+    assert all(answer["status"] == "healthy" for answer in answers), answers

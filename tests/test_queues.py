@@ -151,7 +151,7 @@ def tagged(daemon, tag: str) -> list[int]:
 def test_quickstart_gives_ocypods_answers(server):
     health = server.api("GET", "/health")
     assert_status(health, 200)
-    assert health.json()["status"] == "healthy"
+    assert health.json()["status"] == "healthy", health.json()["problems"]
 
     created = server.api("PUT", "/queue/demo", json={"timeout": "10m"})
     assert_status(created, 201)

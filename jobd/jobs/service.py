@@ -343,7 +343,7 @@ class JobService:
                 f"free space on the data dir's disk is below --min-free ({disk['free']} bytes"
                 " free): new jobs get 507"
             )
-        if alive < self.config.workers and not self.lifecycle.stopping:
+        if self.local.lost() and not self.lifecycle.stopping:
             problems.append(f"only {alive} of {self.config.workers} workers are running")
         for loop in self._loops():
             problems += loop.problems()

@@ -143,6 +143,10 @@ class LocalRunner:
         """Worker threads that still take jobs (none should ever be lost: /health checks)."""
         return sum(thread.is_alive() for thread in self._threads)
 
+    def lost(self) -> int:
+        """Workers started and since ended; none before they start (after recovery)."""
+        return sum(not thread.is_alive() for thread in list(self._threads))
+
     def launch(self, job: Job, spec: JobSpec) -> Job:
         """A new job is queued: a free worker takes it at once, if the policy lets it."""
         with self._lock:
